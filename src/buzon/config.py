@@ -1,0 +1,287 @@
+"""Settings: one pydantic-settings class per process, built once in ``main()``.
+
+Theory of operation
+-------------------
+Every knob is an environment variable with a prefix (``BUZON_`` for the server,
+``BUZON_MONITOR_`` for the monitor client), documented by its ``Field``
+description and bounded where a bound makes sense. The seed's command-line flags
+(``-p -P -u -T``) are parsed with argparse and passed as initialiser keyword
+arguments, which pydantic-settings ranks above the environment, so a flag always
+wins over a variable. A bad value stops start-up with one line per error naming
+the variable, and exit status 2; the input value is never echoed, so a secret
+cannot leak into logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from buzon import __version__
+
+__all__ = [
+    "ClientSettings",
+    "ServerSettings",
+    "TOKEN_LENGTH",
+    "exit_on_invalid",
+    "load_server_settings",
+    "parse_listen",
+    "validate_token",
+]
+
+#: SPEC §6: the monitor token is exactly 8 bytes on the wire.
+TOKEN_LENGTH = 8
+
+# Tokens that appear in the seed's documentation or are obvious guesses: a server
+# that accepted one would be open to anyone who read the report.
+_KNOWN_TOKENS = frozenset({"secretpa", "mipass23", "changeme", "password", "12345678", "00000000"})
+
+
+def validate_token(value: str) -> str:
+    """Check a monitor token: 8 printable ASCII characters, not a well-known one.
+
+    Raises:
+        ValueError: with a message that never contains the token itself.
+    """
+    if len(value) != TOKEN_LENGTH or not value.isascii() or not value.isprintable():
+        raise ValueError(f"must be exactly {TOKEN_LENGTH} printable ASCII characters")
+    if value.lower() in _KNOWN_TOKENS:
+        raise ValueError("is a well-known default token; choose a secret one")
+    return value
+
+
+def parse_listen(value: str) -> tuple[str, ...]:
+    """Split a comma-separated list of listen addresses ("0.0.0.0,::")."""
+    hosts = tuple(h.strip().strip("[]") for h in value.split(",") if h.strip())
+    if not hosts:
+        raise ValueError("must name at least one address")
+    return hosts
+
+
+class ServerSettings(BaseSettings):
+    """Configuration of the ``buzon`` SMTP server process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BUZON_",
+        extra="ignore",
+        secrets_dir=None,
+        validate_default=True,
+    )
+
+    hostname: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=253,
+        description="Name the server gives itself in the greeting, HELO reply and Received headers.",
+    )
+    smtp_listen: str = Field(
+        "0.0.0.0,::",
+        description="Comma-separated addresses the SMTP listener binds (IPv4 and IPv6 by default).",
+    )
+    smtp_port: int = Field(2525, ge=0, le=65535, description="SMTP TCP port (flag -p).")
+    monitor_listen: str = Field(
+        "0.0.0.0,::",
+        description="Comma-separated addresses the UDP monitor binds.",
+    )
+    monitor_port: int = Field(2626, ge=0, le=65535, description="Monitor UDP port (flag -P).")
+    monitor_token: SecretStr | None = Field(
+        None,
+        description=(
+            "8-character monitor token (flag -u). Unset: a random one is generated at first "
+            "start and kept in <data_dir>/monitor.token (mode 0600)."
+        ),
+    )
+    monitor_token_file: Path | None = Field(
+        None, description="Read the monitor token from this file instead (Docker secrets)."
+    )
+    monitor_auth_failures_per_minute: int = Field(
+        30,
+        ge=1,
+        le=100_000,
+        description="Failed monitor authentications allowed per source address per minute.",
+    )
+    data_dir: Path = Field(
+        Path("./data"),
+        description="Directory for the spool, persisted metrics and the generated token.",
+    )
+    mail_root: Path | None = Field(
+        None, description="Root of the per-recipient Maildirs (default <data_dir>/mail)."
+    )
+    max_message_size: int = Field(
+        10_240_000,
+        ge=1024,
+        le=1 << 31,
+        description="Largest message accepted, in bytes; advertised as SIZE in EHLO.",
+    )
+    max_recipients: int = Field(
+        1000, ge=1, le=100_000, description="Recipients allowed per message (452 4.5.3 past it)."
+    )
+    max_line_length: int = Field(
+        512,
+        ge=64,
+        le=1001,
+        description="Longest SMTP command line, CRLF included (RFC 5321 §4.5.3.1.4).",
+    )
+    idle_timeout: float = Field(
+        300.0, gt=0, le=3600, description="Seconds a session may stay silent (421 4.4.2 after)."
+    )
+    max_connections: int = Field(
+        10_000, ge=1, le=1_000_000, description="Concurrent SMTP sessions (421 when full)."
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, le=600, description="Seconds sessions in flight get to finish on SIGTERM."
+    )
+    transform: str | None = Field(
+        None,
+        description=(
+            "Transform program run locally, stdin to stdout (flag -T), e.g. 'tac'. "
+            "Several are chained with '|'."
+        ),
+    )
+    transform_sidecars: str | None = Field(
+        None,
+        description=(
+            "Comma-separated host:port of transform sidecars, in order; overrides 'transform'."
+        ),
+    )
+    transform_enabled: bool | None = Field(
+        None,
+        description=(
+            "Whether transforms start enabled; unset: enabled when a transform is configured. "
+            "The monitor's enable/disable switch is persisted and wins after the first use."
+        ),
+    )
+    transform_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a transform may take for one message."
+    )
+    transform_retry_window: float = Field(
+        600.0,
+        ge=0,
+        le=7 * 86400,
+        description="Seconds a failing transform is retried before the failure policy applies.",
+    )
+    transform_failure_policy: str = Field(
+        "deliver",
+        pattern="^(deliver|hold)$",
+        description=(
+            "After the retry window: 'deliver' the original with an X-Buzon-Transform header, "
+            "or 'hold' it in the queue."
+        ),
+    )
+    access_log_file: Path | None = Field(
+        None, description="Also append the access log to this file."
+    )
+    log_level: str = Field(
+        "INFO",
+        pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+        description="Level of the server's own log on stderr.",
+    )
+    fsync: bool = Field(
+        True,
+        description=(
+            "Flush the queue and Maildir files to disk before acknowledging; "
+            "turn off only for throwaway test runs."
+        ),
+    )
+
+    @field_validator("smtp_listen", "monitor_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("monitor_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            validate_token(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _default_mail_root(self) -> ServerSettings:
+        if self.mail_root is None:
+            self.mail_root = self.data_dir / "mail"
+        return self
+
+    @property
+    def smtp_hosts(self) -> tuple[str, ...]:
+        return parse_listen(self.smtp_listen)
+
+    @property
+    def monitor_hosts(self) -> tuple[str, ...]:
+        return parse_listen(self.monitor_listen)
+
+    @property
+    def mail_dir(self) -> Path:
+        assert self.mail_root is not None
+        return self.mail_root
+
+
+class ClientSettings(BaseSettings):
+    """Configuration of the ``monitor-client`` command."""
+
+    model_config = SettingsConfigDict(env_prefix="BUZON_MONITOR_", extra="ignore")
+
+    host: str = Field("localhost", min_length=1, description="Monitor server host name or address.")
+    port: int = Field(2626, ge=1, le=65535, description="Monitor server UDP port.")
+    token: SecretStr | None = Field(None, description="The 8-character monitor token.")
+    token_file: Path | None = Field(
+        None, description="File holding the token (the server's <data_dir>/monitor.token)."
+    )
+    timeout: float = Field(5.0, gt=0, le=60, description="Seconds to wait for each reply.")
+    retries: int = Field(2, ge=0, le=10, description="Resends (same id) after a timeout.")
+
+
+def exit_on_invalid(error: ValidationError, prefix: str) -> NoReturn:
+    """Print one line per validation error, naming the variable, and exit 2.
+
+    ``include_input=False`` keeps the offending value (possibly a token) out of the
+    message.
+    """
+    for item in error.errors(include_input=False, include_url=False):
+        name = prefix + "_".join(str(p) for p in item["loc"]).upper() if item["loc"] else prefix
+        print(f"buzon: configuration error: {name}: {item['msg']}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    # -h is the seed's help flag and -v its version flag, so argparse's own help is
+    # replaced rather than shadowed.
+    parser = argparse.ArgumentParser(
+        prog="buzon",
+        add_help=False,
+        description="Buzón SMTP server. Flags override BUZON_* environment variables.",
+    )
+    parser.add_argument("-h", "--help", action="help", help="show this help and exit")
+    parser.add_argument(
+        "-v", "--version", action="version", version=f"buzon {__version__}",
+        help="print the version and exit",
+    )
+    parser.add_argument("-p", dest="smtp_port", type=int, help="SMTP port (BUZON_SMTP_PORT)")
+    parser.add_argument("-P", dest="monitor_port", type=int, help="monitor UDP port")
+    parser.add_argument("-u", dest="monitor_token", help="monitor token, 8 characters")
+    parser.add_argument("-T", dest="transform", help="transform program, e.g. tac")
+    parser.add_argument("-d", dest="data_dir", type=Path, help="data directory")
+    return parser
+
+
+def load_server_settings(argv: list[str] | None = None, **overrides: Any) -> ServerSettings:
+    """Build the server settings from flags, environment and defaults, or exit 2.
+
+    Args:
+        argv: command-line arguments (without the program name).
+        overrides: extra initialiser values (tests), ranked like flags.
+    """
+    args = _server_parser().parse_args(argv)
+    kwargs = {k: v for k, v in vars(args).items() if v is not None}
+    kwargs.update(overrides)
+    try:
+        return ServerSettings(**kwargs)
+    except ValidationError as error:
+        exit_on_invalid(error, "BUZON_")
