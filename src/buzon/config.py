@@ -166,6 +166,12 @@ class ServerSettings(BaseSettings):
         le=7 * 86400,
         description="Seconds a failing transform is retried before the failure policy applies.",
     )
+    retry_backoff: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="Seconds before the first retry of a deferred delivery; doubles up to 300.",
+    )
     transform_failure_policy: str = Field(
         "deliver",
         pattern="^(deliver|hold)$",
@@ -236,6 +242,14 @@ class ClientSettings(BaseSettings):
     )
     timeout: float = Field(5.0, gt=0, le=60, description="Seconds to wait for each reply.")
     retries: int = Field(2, ge=0, le=10, description="Resends (same id) after a timeout.")
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The same rule as the server's: a token it would refuse is an error here too.
+        if value is not None:
+            validate_token(value.get_secret_value())
+        return value
 
 
 def exit_on_invalid(error: ValidationError, prefix: str) -> NoReturn:

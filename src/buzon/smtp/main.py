@@ -1,0 +1,28 @@
+"""Entry point of the ``buzon`` command: settings → logging → ``Server(settings).run()``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from buzon.accesslog import setup_logging
+from buzon.config import load_server_settings
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_server_settings(sys.argv[1:] if argv is None else argv)
+    setup_logging(settings.log_level, settings.access_log_file)
+    from buzon.smtp.server import Server  # after logging, so import-time warnings are formatted
+
+    try:
+        return Server(settings).run()
+    except OSError as error:
+        # Port in use, unwritable data directory...: one clear line, not a traceback.
+        logging.getLogger("buzon").error("cannot start: %s", error)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

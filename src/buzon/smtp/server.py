@@ -1,0 +1,279 @@
+"""``Server`` owns the process lifecycle: start-up, serving, bounded graceful shutdown.
+
+Theory of operation (uvicorn's ``Server(config)`` order)
+--------------------------------------------------------
+``startup``: restore counters and the transform switch from the state file,
+recover the spool (half-written files dropped, queued ones handed to the
+delivery worker), bind the SMTP listeners on the application's own event loop
+(no aiosmtpd ``Controller``: its self-connect at start would count as a
+connection), bind the UDP monitor, start the periodic metrics snapshot.
+
+``shutdown`` (on SIGTERM/SIGINT, whose handlers only set an event):
+stop accepting; sessions idle between transactions get ``421`` and are closed;
+sessions in a transaction get ``shutdown_grace`` seconds to finish (a DATA in
+progress completes and is queued normally); the rest are aborted and counted.
+Then the delivery worker stops (what it has not delivered stays queued for the
+next start), the monitor closes and the counters are saved. Nothing answered
+with 250 is ever lost: it is on disk before the 250 is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from buzon.config import ServerSettings
+from buzon.metrics import Counters, load_state, save_state
+from buzon.smtp import replies
+from buzon.smtp.handler import Handler
+from buzon.smtp.protocol import BuzonSMTP, Hub, Limits, refuse_busy
+from buzon.spool.queue import Spool
+from buzon.spool.worker import DeliveryWorker
+from buzon.transform.switch import TransformSwitch
+
+__all__ = ["Server"]
+
+log = logging.getLogger(__name__)
+
+_SNAPSHOT_INTERVAL = 1.0  # seconds: the most counter updates a hard crash can lose
+_SKIPPABLE_BIND = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
+
+
+class Server:
+    """A running Buzón: SMTP listeners, monitor, spool and delivery worker."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.counters = Counters()
+        self.state_path = settings.data_dir / "state.json"
+        self.smtp_addresses: list[tuple[str, int]] = []
+        self.monitor_addresses: list[tuple[str, int]] = []
+        self._stop = asyncio.Event()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._monitor: list[asyncio.BaseTransport] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.hub: Hub | None = None
+        self.worker: DeliveryWorker | None = None
+        self.switch: TransformSwitch | None = None
+
+    # -- start -------------------------------------------------------------------------
+    async def startup(self) -> None:
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        s.mail_dir.mkdir(parents=True, exist_ok=True)
+        state = load_state(self.state_path)
+        counters = state.get("counters")
+        if isinstance(counters, dict):
+            self.counters.restore(counters)
+
+        spool = Spool(s.data_dir / "spool", fsync=s.fsync)
+        transform = self._build_transform(spool.root)
+        enabled = state.get("transform_enabled")
+        if not isinstance(enabled, bool):
+            enabled = s.transform_enabled if s.transform_enabled is not None else True
+        self.switch = TransformSwitch(
+            configured=transform is not None, enabled=enabled, on_change=self._switch_changed
+        )
+        self.worker = DeliveryWorker(
+            spool,
+            s.mail_dir,
+            hostname=s.hostname,
+            counters=self.counters,
+            transform=transform,
+            switch=self.switch,
+            retry_window=s.transform_retry_window,
+            failure_policy=s.transform_failure_policy,
+            first_backoff=s.retry_backoff,
+            fsync=s.fsync,
+        )
+        recovered = await asyncio.to_thread(spool.recover)
+        if recovered:
+            log.info("recovered %d queued message(s) from a previous run", len(recovered))
+        self.worker.start(recovered)
+
+        self.hub = Hub(
+            Limits(
+                hostname=s.hostname,
+                max_message_size=s.max_message_size,
+                max_recipients=s.max_recipients,
+                max_line_length=s.max_line_length,
+                idle_timeout=s.idle_timeout,
+            ),
+            self.counters,
+        )
+        await self._start_smtp(Handler(spool, self.worker))
+        await self._start_monitor()
+        self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="metrics-snapshot"))
+        log.info(
+            "buzon started, pid %d, SMTP on %s, monitor on %s, transforms %s",
+            os.getpid(),
+            ", ".join(f"[{h}]:{p}" for h, p in self.smtp_addresses),
+            ", ".join(f"[{h}]:{p}" for h, p in self.monitor_addresses) or "off",
+            ("enabled" if self.switch.enabled else "disabled")
+            if self.switch.configured else "not configured",
+        )
+
+    def _build_transform(self, spool_root: Path) -> Any:
+        s = self.settings
+        if not (s.transform or s.transform_sidecars):
+            return None
+        from buzon.transform.runner import build_transforms
+
+        return build_transforms(
+            s.transform,
+            s.transform_sidecars,
+            spool_root=spool_root,
+            timeout=s.transform_timeout,
+            max_output=s.max_message_size * 2,
+        )
+
+    async def _bind_all(self, hosts: tuple[str, ...], port: int, bind: Any) -> list[Any]:
+        """Bind each host; with port 0 the later hosts reuse the first one's port."""
+        bound: list[Any] = []
+        for host in hosts:
+            try:
+                bound.append(await bind(host, port))
+            except OSError as error:
+                if error.errno in _SKIPPABLE_BIND and (len(hosts) > 1):
+                    log.warning("cannot listen on [%s]:%d (%s); skipping it", host, port, error)
+                    continue
+                raise
+            if port == 0:
+                port = _port_of(bound[-1])
+        if not bound:
+            raise OSError(f"no address could be bound among {', '.join(hosts)}")
+        return bound
+
+    async def _start_smtp(self, handler: Handler) -> None:
+        assert self.hub is not None and self._loop is not None
+        hub, limit = self.hub, self.settings.max_connections
+
+        def factory() -> asyncio.Protocol:
+            hub.counters.historic_connections += 1
+            if hub.stopping or len(hub.sessions) >= limit:
+                return refuse_busy(hub)
+            return BuzonSMTP(handler, hub)
+
+        async def bind(host: str, port: int) -> asyncio.AbstractServer:
+            return await self._loop.create_server(  # type: ignore[union-attr]
+                factory, host, port, reuse_address=True, backlog=4096
+            )
+
+        self._servers = await self._bind_all(
+            self.settings.smtp_hosts, self.settings.smtp_port, bind
+        )
+        self.smtp_addresses = [
+            sock.getsockname()[:2] for srv in self._servers for sock in srv.sockets
+        ]
+
+    async def _start_monitor(self) -> None:
+        from buzon.monitor.server import start_monitor
+        from buzon.monitor.token import load_or_create_token
+
+        token = await asyncio.to_thread(load_or_create_token, self.settings)
+        self._monitor = await start_monitor(
+            self.settings.monitor_hosts,
+            self.settings.monitor_port,
+            counters=self.counters,
+            token=token,
+            switch=self.switch,
+            failures_per_minute=self.settings.monitor_auth_failures_per_minute,
+        )
+        self.monitor_addresses = [t.get_extra_info("sockname")[:2] for t in self._monitor]
+
+    # -- state -------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        assert self.switch is not None
+        return {"counters": self.counters.snapshot(), "transform_enabled": self.switch.enabled}
+
+    def _switch_changed(self, enabled: bool) -> None:
+        # An operator's switch is saved at once, not at the next tick.
+        log.info("transforms %s by the monitor", "enabled" if enabled else "disabled")
+        save_state(self.state_path, self._state(), fsync=self.settings.fsync)
+
+    async def _snapshot_loop(self) -> None:
+        last: dict[str, Any] | None = None
+        while True:
+            await asyncio.sleep(_SNAPSHOT_INTERVAL)
+            state = self._state()
+            if state != last:
+                try:
+                    await asyncio.to_thread(
+                        save_state, self.state_path, state, fsync=self.settings.fsync
+                    )
+                    last = state
+                except OSError as error:
+                    log.warning("cannot save metrics to %s: %s", self.state_path, error)
+
+    # -- run / stop ----------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the server to shut down; safe from a signal handler or another thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def serve(self) -> None:
+        """Start, wait for a stop request, shut down."""
+        await self.startup()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        hub = self.hub
+        if hub is not None:
+            hub.stopping = True
+        for srv in self._servers:
+            srv.close()
+        if hub is not None:
+            for session in list(hub.sessions):
+                if not session.in_transaction:
+                    session.say_and_close(replies.SHUTTING_DOWN.format(hub.limits.hostname))
+            deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace
+            while hub.sessions and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            if hub.sessions:
+                log.warning("shutdown grace over: aborting %d session(s)", len(hub.sessions))
+                for session in list(hub.sessions):
+                    if session.transport is not None:
+                        session.transport.abort()
+                await asyncio.sleep(0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.worker is not None:
+            await self.worker.stop()
+        for transport in self._monitor:
+            transport.close()
+        if self.switch is not None:
+            await asyncio.to_thread(save_state, self.state_path, self._state(),
+                                    fsync=self.settings.fsync)
+        log.info("buzon stopped, pid %d", os.getpid())
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; the process entry point."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            await self.serve()
+
+        asyncio.run(main())
+        return 0
+
+
+def _port_of(bound: Any) -> int:
+    if isinstance(bound, asyncio.AbstractServer):
+        return int(bound.sockets[0].getsockname()[1])
+    sock = bound.get_extra_info("socket")
+    assert isinstance(sock, socket.socket)
+    return int(sock.getsockname()[1])

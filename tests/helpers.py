@@ -1,0 +1,254 @@
+"""Test helpers: a raw SMTP line client, an in-process server runner, a subprocess runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from buzon.config import ServerSettings, load_server_settings
+from buzon.smtp.server import Server
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class LineClient:
+    """A bare SMTP client over a real socket: send raw bytes, read whole replies."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self._buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed by server; buffered {self._buf!r}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self) -> str:
+        """One whole reply (multi-line joined by newlines), e.g. '250 2.1.0 Ok'."""
+        lines = []
+        while True:
+            line = self._line().decode()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return "\n".join(lines)
+
+    def cmd(self, line: str) -> str:
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server has closed the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self._buf += data
+        except (TimeoutError, socket.timeout):
+            return False
+        except ConnectionResetError:
+            return True
+
+
+def code(reply: str) -> str:
+    """The first line's basic and enhanced code: '250 2.1.0'."""
+    match = re.match(r"(\d{3})(?:[ -](\d\.\d+\.\d+))?", reply)
+    assert match, reply
+    return " ".join(g for g in match.groups() if g)
+
+
+def settings_for(tmp: Path, **overrides: Any) -> ServerSettings:
+    base: dict[str, Any] = dict(
+        smtp_listen="127.0.0.1,::1",
+        smtp_port=0,
+        monitor_listen="127.0.0.1",
+        monitor_port=0,
+        data_dir=tmp / "data",
+        hostname="mx.test",
+        monitor_token="t0k3n-ok",
+        shutdown_grace=2.0,
+        retry_backoff=0.1,
+    )
+    base.update(overrides)
+    return load_server_settings([], **base)
+
+
+class RunningServer:
+    """A real Server on its own event loop in a background thread."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.server = Server(settings)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def go() -> None:
+            try:
+                await self.server.startup()
+            except BaseException as error:  # report start-up failure to the test
+                self._error = error
+                self._started.set()
+                raise
+            self._started.set()
+            try:
+                await self.server._stop.wait()
+            finally:
+                await self.server.shutdown()
+
+        try:
+            self.loop.run_until_complete(go())
+        except BaseException:
+            pass
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    def start(self) -> RunningServer:
+        self._thread.start()
+        if not self._started.wait(15):
+            raise TimeoutError("server did not start in 15 s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.server.request_stop()
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "server did not stop in 30 s"
+
+    def call(self, coro: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        assert self.server.worker is not None
+        self.call(asyncio.wait_for(self.server.worker.wait_idle(), timeout), timeout + 5)
+
+    @property
+    def port(self) -> int:
+        return self.server.smtp_addresses[0][1]
+
+    @property
+    def monitor_port(self) -> int:
+        return self.server.monitor_addresses[0][1]
+
+    @property
+    def mail_root(self) -> Path:
+        return self.settings.mail_dir
+
+
+class ServerProcess:
+    """``python -m buzon`` as a real child process (crash and signal tests)."""
+
+    def __init__(self, data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.port = port
+        self.monitor_port = free_port(socket.SOCK_DGRAM)
+        self.args = [
+            sys.executable, "-m", "buzon", "-p", str(port), "-P", str(self.monitor_port),
+            "-u", "t0k3n-ok", "-d", str(data_dir), *extra,
+        ]
+        self.env = {
+            **os.environ,
+            "BUZON_SMTP_LISTEN": "127.0.0.1",
+            "BUZON_MONITOR_LISTEN": "127.0.0.1",
+            "BUZON_HOSTNAME": "mx.test",
+            "BUZON_RETRY_BACKOFF": "0.1",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"server-{port}.log"
+
+    def start(self) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=handle, stderr=handle)
+        handle.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=1
+            ) as probe:
+                probe.recv(100)
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"server did not listen in 15 s: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def server_process(*args: Any, **kwargs: Any) -> Iterator[ServerProcess]:
+    proc = ServerProcess(*args, **kwargs)
+    try:
+        yield proc.start()
+    finally:
+        proc.ensure_stopped()
+
+
+def maildir_files(root: Path, mailbox: str) -> list[Path]:
+    folder = root / mailbox
+    return sorted([*(folder / "new").glob("*"), *(folder / "cur").glob("*")]) if folder.exists() else []
+
+
+def body_of(path: Path) -> bytes:
+    """A delivered file minus the three trace headers Buzón prepends."""
+    data = path.read_bytes()
+    head, sep, rest = data.partition(b"\r\n\tfor <")
+    assert sep, data[:300]
+    return rest.split(b"\r\n", 1)[1]
