@@ -1,0 +1,151 @@
+"""The pure MAIL/RCPT parser and mailbox-name rules: tables, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from buzon.smtp import replies
+from buzon.smtp.syntax import (
+    SyntaxFault,
+    UnsafeMailbox,
+    mailbox_name,
+    parse_mail,
+    parse_rcpt,
+)
+
+MAIL_OK = [
+    ("FROM:<alice@example.org>", "alice@example.org", {}),
+    ("from:<alice@example.org>", "alice@example.org", {}),
+    ("FROM: <alice@example.org>", "alice@example.org", {}),
+    ("FROM:<>", "", {}),
+    ("FROM:alice@example.org", "alice@example.org", {}),
+    ("FROM: emilio", "emilio", {}),
+    ("FROM:<@relay.one,@relay.two:alice@example.org>", "alice@example.org", {}),
+    ('FROM:<"john doe"@example.org>', '"john doe"@example.org', {}),
+    ("FROM:<a@[192.0.2.1]>", "a@[192.0.2.1]", {}),
+    ("FROM:<a@example.org> SIZE=100 BODY=8BITMIME", "a@example.org", {"SIZE": "100", "BODY": "8BITMIME"}),
+    ("FROM:<a@example.org> body=7bit", "a@example.org", {"BODY": "7bit"}),
+]
+
+
+@pytest.mark.parametrize(("arg", "address", "params"), MAIL_OK)
+def test_mail_arguments_accepted(arg: str, address: str, params: dict[str, str]) -> None:
+    parsed = parse_mail(arg, extended=True, max_size=1000)
+    assert (parsed.address, parsed.params) == (address, params)
+
+
+MAIL_BAD = [
+    (None, replies.MAIL_SYNTAX),
+    ("", replies.MAIL_SYNTAX),
+    ("TO:<a@example.org>", replies.MAIL_SYNTAX),
+    ("FROM:", replies.BAD_SENDER),
+    ("FROM:<a@example.org", replies.BAD_SENDER),
+    ("FROM:<a@@example.org>", replies.BAD_SENDER),
+    ("FROM:<a@>", replies.BAD_SENDER),
+    ("FROM:<@example.org>", replies.BAD_SENDER),
+    ("FROM:<a..b@example.org>", replies.BAD_SENDER),
+    ("FROM:<a@-bad-.org>", replies.BAD_SENDER),
+    ("FROM:<a@example.org> SIZE=1001", replies.TOO_BIG),
+    ("FROM:<a@example.org> BODY=BINARYMIME", replies.BODY_SYNTAX),
+]
+
+
+@pytest.mark.parametrize(("arg", "reply"), MAIL_BAD)
+def test_mail_arguments_refused_with_their_reply(arg: str | None, reply: replies.Reply) -> None:
+    with pytest.raises(SyntaxFault) as info:
+        parse_mail(arg, extended=True, max_size=1000)
+    assert info.value.reply == str(reply)
+
+
+@pytest.mark.parametrize(
+    ("arg", "start"),
+    [
+        ("FROM:<a@example.org> SIZE=", "501 5.5.4 Bad parameter syntax"),
+        ("FROM:<a@example.org> SIZE=12x", "501 5.5.4 Bad parameter syntax"),
+        ("FROM:<a@example.org> X-FOO", "555 5.5.4 Unsupported option: X-FOO"),
+        ("FROM:<a@example.org> SMTPUTF8", "555 5.6.7"),
+    ],
+)
+def test_mail_parameters_refused(arg: str, start: str) -> None:
+    with pytest.raises(SyntaxFault) as info:
+        parse_mail(arg, extended=True, max_size=1000)
+    assert info.value.reply.startswith(start)
+
+
+def test_parameters_need_ehlo() -> None:
+    with pytest.raises(SyntaxFault) as info:
+        parse_mail("FROM:<a@example.org> SIZE=10", extended=False, max_size=1000)
+    assert info.value.reply == "555 5.5.4 Unsupported option: SIZE=10"
+
+
+@pytest.mark.parametrize(
+    ("arg", "reply"),
+    [
+        ("TO:<>", replies.BAD_RECIPIENT),
+        ("TO:<b@@x.org>", replies.BAD_RECIPIENT),
+        ("TO:<b@x.org", replies.BAD_RECIPIENT),
+        ("FROM:<b@x.org>", replies.RCPT_SYNTAX),
+        (None, replies.RCPT_SYNTAX),
+    ],
+)
+def test_rcpt_refusals(arg: str | None, reply: replies.Reply) -> None:
+    with pytest.raises(SyntaxFault) as info:
+        parse_rcpt(arg, extended=True)
+    assert info.value.reply == str(reply)
+
+
+def test_rcpt_parameters_are_not_implemented() -> None:
+    with pytest.raises(SyntaxFault) as info:
+        parse_rcpt("TO:<b@x.org> NOTIFY=NEVER", extended=True)
+    assert info.value.reply.startswith("555 5.5.4")
+
+
+@pytest.mark.parametrize(
+    ("address", "name"),
+    [
+        ("Bob@Example.org", "bob"),
+        ("theo", "theo"),
+        ('"John.Doe"@x.org', "john.doe"),
+        ('"with space"@x.org', "with space"),
+        ("a+tag@x.org", "a+tag"),
+        ("x" * 64 + "@x.org", "x" * 64),
+    ],
+)
+def test_mailbox_names(address: str, name: str) -> None:
+    assert mailbox_name(address) == name
+
+
+@pytest.mark.parametrize(
+    "address",
+    ['"../x"@y', '"a/b"@y', '"a\\\\b"@y', ".hidden@y", '".."@y', '"."@y', '""@y',
+     "a\x00b@y", "a\x1bb@y", "a\x7fb@y", "x" * 65 + "@y", "ma\u00f1ana@y"],
+)
+def test_unsafe_mailbox_names(address: str) -> None:
+    with pytest.raises(UnsafeMailbox):
+        mailbox_name(address)
+
+
+@given(st.text(max_size=200), st.sampled_from(["FROM:", "TO:", ""]), st.booleans())
+def test_parsers_only_ever_raise_syntax_fault(arg: str, keyword: str, extended: bool) -> None:
+    for parse in (
+        lambda a: parse_mail(a, extended=extended, max_size=10**6),
+        lambda a: parse_rcpt(a, extended=extended),
+    ):
+        try:
+            parsed = parse(keyword + arg)
+        except SyntaxFault as fault:
+            assert fault.reply[:1] in "45" and "\n" not in fault.reply
+        else:
+            assert "\r" not in parsed.address and "\n" not in parsed.address
+
+
+@given(st.text(max_size=100))
+def test_mailbox_name_is_safe_or_refused(local: str) -> None:
+    try:
+        name = mailbox_name(local + "@x.org")
+    except UnsafeMailbox:
+        return
+    assert name and not name.startswith(".") and "/" not in name and "\\" not in name
+    assert all(0x20 <= ord(c) < 0x7F for c in name) and len(name) <= 64
