@@ -34,8 +34,8 @@ class _UTCFormatter(logging.Formatter):
         )
 
 
-def setup_logging(level: str, access_file: Path | None) -> None:
-    """Diagnostics to stderr at ``level``; the access log to stdout and ``access_file``."""
+def setup_logging(level: str) -> None:
+    """Diagnostics to stderr at ``level`` (the access log has its own handlers)."""
     root = logging.getLogger()
     root.setLevel(level)
     diag = logging.StreamHandler(sys.stderr)
@@ -44,25 +44,30 @@ def setup_logging(level: str, access_file: Path | None) -> None:
     # aiosmtpd logs every command line at INFO: too chatty for a server log.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
 
-    access = logging.getLogger("buzon.access")
-    access.propagate = False
-    access.setLevel(logging.INFO)
-    fmt = _UTCFormatter("%(asctime)s %(message)s")
-    out = logging.StreamHandler(sys.stdout)
-    out.setFormatter(fmt)
-    access.handlers[:] = [out]
-    if access_file is not None:
-        access_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(access_file, encoding="utf-8")
-        handler.setFormatter(fmt)
-        access.addHandler(handler)
-
 
 class AccessLog:
-    """Writes the three access-log events."""
+    """Writes the three access-log events to stdout and, if given, a file.
 
-    def __init__(self) -> None:
-        self._log = logging.getLogger("buzon.access")
+    Each server owns its own logger object (not one from the global registry), so
+    two servers in one process (the tests) never share or stack handlers.
+    """
+
+    def __init__(self, file: Path | None = None, *, stdout: bool = True) -> None:
+        self._log = logging.Logger("buzon.access", logging.INFO)
+        fmt = _UTCFormatter("%(asctime)s %(message)s")
+        handlers: list[logging.Handler] = []
+        if stdout:
+            handlers.append(logging.StreamHandler(sys.stdout))
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(file, encoding="utf-8"))
+        for handler in handlers:
+            handler.setFormatter(fmt)
+            self._log.addHandler(handler)
+
+    def close(self) -> None:
+        for handler in self._log.handlers:
+            handler.close()
 
     def connect(self, peer: str) -> None:
         self._log.info("connect %s", peer)

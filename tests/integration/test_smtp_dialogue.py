@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from helpers import LineClient, RunningServer, code, maildir_files
@@ -173,3 +176,29 @@ def test_a_client_that_half_closes_after_pipelining_still_gets_its_mail_queued(
         assert answers == ["220", "250", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0", "221 2.0.0"]
     server.wait_idle()
     assert len(maildir_files(server.mail_root, "half")) == 1
+
+
+def test_access_log_records_connect_accept_and_disconnect(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    log_file = tmp_path / "access.log"
+    server = make_server(access_log_file=log_file)
+    with LineClient(server.port) as c:
+        c.reply()
+        c.cmd("MAIL FROM:<alice@example.org>")
+        c.cmd("RCPT TO:<bob@example.org>")
+        c.cmd("RCPT TO:<carol@example.org>")
+        c.cmd("DATA")
+        queue_id = c.cmd("Subject: x\r\n\r\nhello\r\n.").rsplit(" ", 1)[1]
+        c.cmd("QUIT")
+        peer = "127.0.0.1:%d" % c.sock.getsockname()[1]
+    server.stop()
+    lines = [line.split(" ", 1) for line in log_file.read_text().splitlines()]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp) for stamp, _ in lines)
+    events = [event for _, event in lines]
+    assert events[0] == f"connect {peer}"
+    assert events[1] == (
+        f"accepted {peer} id={queue_id} from=<alice@example.org> "
+        "to=<bob@example.org>,<carol@example.org> size=21"
+    )
+    assert re.fullmatch(rf"disconnect {re.escape(peer)} duration=\d+\.\d{{3}}s", events[2])

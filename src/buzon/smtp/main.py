@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_server_settings(sys.argv[1:] if argv is None else argv)
-    setup_logging(settings.log_level, settings.access_log_file)
+    setup_logging(settings.log_level)
     from buzon.smtp.server import Server  # after logging, so import-time warnings are formatted
 
     try:

@@ -60,7 +60,7 @@ class Hub:
 
     limits: Limits
     counters: Counters
-    access: AccessLog = field(default_factory=AccessLog)
+    access: AccessLog
     sessions: set[BuzonSMTP] = field(default_factory=set)
     stopping: bool = False
 

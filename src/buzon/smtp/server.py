@@ -28,6 +28,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from buzon.accesslog import AccessLog
 from buzon.config import ServerSettings
 from buzon.metrics import Counters, load_state, save_state
 from buzon.smtp import replies
@@ -108,6 +109,7 @@ class Server:
                 idle_timeout=s.idle_timeout,
             ),
             self.counters,
+            AccessLog(s.access_log_file),
         )
         await self._start_smtp(Handler(spool, self.worker))
         await self._start_monitor()
@@ -256,6 +258,8 @@ class Server:
         if self.switch is not None:
             await asyncio.to_thread(save_state, self.state_path, self._state(),
                                     fsync=self.settings.fsync)
+        if hub is not None:
+            hub.access.close()
         log.info("buzon stopped, pid %d", os.getpid())
 
     def run(self) -> int:
