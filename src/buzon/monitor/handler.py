@@ -1,0 +1,190 @@
+"""What the monitor answers: pure decisions over injected state.
+
+Theory of operation
+-------------------
+:func:`respond` is the whole server-side pipeline for one datagram, minus the
+socket: rate-limit filter → :func:`~buzon.monitor.wire.decode_request`
+(signature, length, version) → :func:`handle` (token, then command) →
+:func:`~buzon.monitor.wire.encode_response`. It takes everything it needs as
+arguments (counters, token, transform switch, limiter, the clock) and returns the
+bytes to send or ``None`` for silence, so every status, the check order and the
+rate limit are unit-tested with plain bytes (STYLE practice 4).
+
+Rate limiting. Failed authentications are charged to the source address
+(:class:`~buzon.monitor.ratelimit.FailureLimiter`). An address over its budget
+gets *no reply at all*, to any datagram, and its token is not even compared:
+
+- a reply of 0x01 would cost us a send per guess and, for a spoofed source,
+  aim our traffic at a victim; silence costs nothing;
+- comparing the token while blocked would leak, through a different status,
+  when a guess is right — the very thing the limit exists to stop;
+- the operator sees ``no reply`` from ``monitor-client`` until the budget refills
+  (one failure's worth every ``60 / per_minute`` seconds), and the server logs
+  the address once when it becomes blocked.
+
+Counting. ``monitor_requests`` counts every datagram received, answered or not;
+``monitor_auth_failures`` counts requests answered 0x01.
+
+Errors. The wire errors (:class:`~buzon.monitor.wire.MonitorError`) are caught
+here, the single boundary. Any other exception is a bug: it is logged with its
+traceback and answered 0x06 when the request is well-formed enough to answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Hashable
+from typing import Protocol
+
+from buzon.metrics.counters import Counters, wire_u32
+from buzon.monitor.ratelimit import FailureLimiter
+from buzon.monitor.wire import (
+    DATAGRAM_SIZE,
+    SIGNATURE,
+    AuthFailed,
+    Command,
+    NoReply,
+    Reject,
+    Request,
+    Response,
+    Status,
+    decode_request,
+    encode_response,
+)
+
+__all__ = ["TransformSwitch", "handle", "respond"]
+
+log = logging.getLogger("buzon.monitor")
+
+_COUNTER_OF = {
+    Command.HISTORIC_CONNECTIONS: "historic_connections",
+    Command.CONCURRENT_CONNECTIONS: "concurrent_connections",
+    Command.BYTES_TRANSFERRED: "bytes_transferred",
+    Command.MAILS_SENT: "mails_sent",
+}
+
+
+class TransformSwitch(Protocol):
+    """The transform on/off state the monitor reads and flips (commands 0x04-0x06)."""
+
+    @property
+    def configured(self) -> bool:
+        """Whether a transform program (or sidecar) is configured at all."""
+        ...
+
+    @property
+    def enabled(self) -> bool:
+        """Whether transformations are applied to new mail now."""
+        ...
+
+    def set_enabled(self, on: bool) -> None:
+        """Turn transformations on or off (and persist it, if the owner wants).
+
+        Called with ``True`` only when :attr:`configured` is true; ``False`` may be
+        requested whether or not a program is configured.
+        """
+        ...
+
+
+def handle(
+    request: Request, *, counters: Counters, token: bytes, switch: TransformSwitch
+) -> Response:
+    """Answer one decoded request: check the token, then the command, then act.
+
+    Args:
+        request: as returned by :func:`~buzon.monitor.wire.decode_request`.
+        counters: the server's counters (read only here).
+        token: the configured 8-byte token.
+        switch: the transform switch.
+
+    Returns:
+        The response: a saturated uint32 for 0x00-0x03, the transform status for
+        0x04-0x06, or status 0x05 when enabling with no program configured.
+
+    Raises:
+        AuthFailed: the token differs (checked in constant time).
+        BadCommand: the token is right but the command byte is unknown.
+    """
+    # SPEC §6 order: token (0x01) before command (0x03). compare_digest takes the
+    # same time wherever the first differing byte is.
+    if not hmac.compare_digest(request.token, token):
+        raise AuthFailed(request.request_id)
+    command = request.checked_command()
+    rid = request.request_id
+    counter = _COUNTER_OF.get(command)
+    if counter is not None:
+        # The wire carries 32 bits: saturate rather than wrap (SPEC §6, 0x02).
+        return Response.with_u32(rid, wire_u32(getattr(counters, counter)))
+    if command is Command.TRANSFORM_ENABLE:
+        if not switch.configured:
+            return Response(rid, Status.NO_TRANSFORM)
+        switch.set_enabled(True)
+    elif command is Command.TRANSFORM_DISABLE:
+        switch.set_enabled(False)
+    return Response.with_flag(rid, switch.enabled)
+
+
+def respond(
+    datagram: bytes,
+    source: Hashable,
+    *,
+    counters: Counters,
+    token: bytes,
+    switch: TransformSwitch,
+    limiter: FailureLimiter,
+    now: float,
+) -> bytes | None:
+    """Turn one received datagram into the datagram to send back, or silence.
+
+    Never raises: this is the boundary where wire errors become statuses and
+    bugs become 0x06.
+
+    Args:
+        datagram: the bytes received.
+        source: the sender's address (its host part), the rate limit's key.
+        counters: the server's counters; ``monitor_requests`` and
+            ``monitor_auth_failures`` are incremented here.
+        token: the configured 8-byte token.
+        switch: the transform switch.
+        limiter: failed-authentication budget per source.
+        now: the current time in seconds (``loop.time()`` in the server).
+
+    Returns:
+        14 bytes to send to ``source``, or None when no reply must be sent.
+    """
+    counters.monitor_requests += 1
+    try:
+        if limiter.blocked(source, now):
+            return None
+        request = decode_request(datagram)
+        response = handle(request, counters=counters, token=token, switch=switch)
+    except NoReply as error:
+        log.debug("monitor: no reply to %s: %s", source, error)
+        return None
+    except AuthFailed as error:
+        counters.monitor_auth_failures += 1
+        if limiter.record_failure(source, now):
+            log.warning(
+                "monitor: %s exceeded its failed-authentication budget; ignoring it", source
+            )
+        else:
+            log.info("monitor: authentication failed from %s", source)
+        response = error.response()
+    except Reject as error:
+        log.debug("monitor: rejected request from %s: %s", source, error)
+        response = error.response()
+    except Exception:
+        log.exception("monitor: unexpected error answering %s", source)
+        response = _unexpected(datagram)
+        if response is None:
+            return None
+    return encode_response(response)
+
+
+def _unexpected(datagram: bytes) -> Response | None:
+    # Only a datagram that could be a request earns a 0x06: it must carry an id to
+    # echo and be at least as long as the reply (no amplification).
+    if len(datagram) < DATAGRAM_SIZE or datagram[:2] != SIGNATURE:
+        return None
+    return Response(int.from_bytes(datagram[3:5], "big"), Status.UNEXPECTED)

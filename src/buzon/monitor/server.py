@@ -1,0 +1,193 @@
+"""The monitor's UDP listeners: a tiny asyncio adapter around :func:`respond`.
+
+Theory of operation
+-------------------
+Each bound address gets a :class:`MonitorProtocol` whose ``datagram_received``
+does decode → handle → encode → ``sendto`` through
+:func:`buzon.monitor.handler.respond` and nothing more, with ``loop.time()`` as
+the clock. All listeners of one server share one failure limiter, so an address
+has one budget whether it comes over IPv4 or IPv6. Work per datagram is a few
+microseconds and never awaits, so the monitor runs on the SMTP event loop
+without slowing sessions down.
+
+Sockets are created here rather than by ``create_datagram_endpoint(local_addr=)``
+so that IPv6 sockets get ``IPV6_V6ONLY``: otherwise ``::`` would claim the IPv4
+port as well and collide with the ``0.0.0.0`` listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Iterable
+from typing import cast
+
+from buzon.metrics.counters import Counters
+from buzon.monitor.handler import TransformSwitch, respond
+from buzon.monitor.ratelimit import FailureLimiter
+from buzon.monitor.wire import TOKEN_SIZE
+
+__all__ = ["MonitorProtocol", "start_monitor"]
+
+log = logging.getLogger("buzon.monitor")
+
+# A burst of requests queues in the socket's receive buffer while the loop is busy
+# with SMTP; the kernel charges ~1 KiB per small datagram, so the default buffer
+# (~208 KiB) holds only ~200. Linux caps the request at net.core.rmem_max.
+_RCVBUF = 1 << 21
+
+# Errors meaning "this host has no IPv6", not "the configuration is wrong".
+# (getaddrinfo reports the same as EAI_* codes, which are negative on Linux.)
+_NO_IPV6 = frozenset(
+    {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
+    | {getattr(socket, name) for name in ("EAI_ADDRFAMILY", "EAI_FAMILY") if hasattr(socket, name)}
+)
+
+
+class MonitorProtocol(asyncio.DatagramProtocol):
+    """One UDP listener of the monitor; state is shared with its siblings."""
+
+    def __init__(
+        self,
+        *,
+        counters: Counters,
+        token: bytes,
+        switch: TransformSwitch,
+        limiter: FailureLimiter,
+    ) -> None:
+        self.counters = counters
+        self.token = token
+        self.switch = switch
+        self.limiter = limiter
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # No isinstance check: Python 3.11's selector datagram transport does not
+        # inherit from asyncio.DatagramTransport, though it implements it.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        # respond() never raises by design; this guard keeps a bug in the adapter
+        # itself from reaching the event loop's exception handler on every packet.
+        try:
+            assert self.transport is not None
+            reply = respond(
+                data,
+                addr[0],
+                counters=self.counters,
+                token=self.token,
+                switch=self.switch,
+                limiter=self.limiter,
+                now=asyncio.get_running_loop().time(),
+            )
+            if reply is not None:
+                self.transport.sendto(reply, addr)
+        except Exception:
+            log.exception("monitor: error handling a datagram from %s", addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier replies (e.g. the client already gone): not ours.
+        log.debug("monitor: socket error ignored: %s", exc)
+
+
+async def start_monitor(
+    hosts: Iterable[str],
+    port: int,
+    *,
+    counters: Counters,
+    token: bytes,
+    switch: TransformSwitch,
+    failures_per_minute: int,
+    max_tracked: int = 4096,
+) -> list[asyncio.DatagramTransport]:
+    """Bind the monitor on every host and start answering.
+
+    Args:
+        hosts: addresses (or names) to bind, e.g. ``settings.monitor_hosts``.
+        port: UDP port; 0 picks a free one on the first socket and reuses it for
+            the others, so all listeners share one port (handy in tests).
+        counters: the server's counters, read when asked and counted into.
+        token: the 8-byte token (``load_or_create_token``).
+        switch: the transform switch (see :class:`TransformSwitch`).
+        failures_per_minute: failed authentications allowed per source address.
+        max_tracked: most source addresses the rate limiter remembers.
+
+    Returns:
+        The transports; close them (``transport.close()``) to stop the monitor.
+
+    Raises:
+        ValueError: the token is not 8 bytes.
+        OSError: a host cannot be bound. An IPv6 host failing because the system
+            has no IPv6 is only logged, provided some other host was bound.
+    """
+    if len(token) != TOKEN_SIZE:
+        raise ValueError(f"the monitor token must be {TOKEN_SIZE} bytes")
+    loop = asyncio.get_running_loop()
+    limiter = FailureLimiter(failures_per_minute, max_tracked=max_tracked)
+    transports: list[asyncio.DatagramTransport] = []
+    skipped: list[tuple[str, OSError]] = []
+    try:
+        for host in hosts:
+            try:
+                sockets = await _bind(loop, host, port)
+            except OSError as error:
+                if ":" in host and error.errno in _NO_IPV6:
+                    skipped.append((host, error))
+                    continue
+                raise
+            for sock in sockets:
+                port = port or sock.getsockname()[1]
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: MonitorProtocol(
+                        counters=counters, token=token, switch=switch, limiter=limiter
+                    ),
+                    sock=sock,
+                )
+                transports.append(transport)
+                log.info("monitor listening on udp %s", _show(sock.getsockname()))
+        if not transports:
+            if skipped:
+                raise skipped[0][1]
+            raise OSError(errno.EINVAL, "no address to bind the monitor on")
+    except BaseException:
+        for transport in transports:
+            transport.close()
+        raise
+    for host, error in skipped:
+        log.warning("monitor not listening on %s: %s (no IPv6 here?)", host, error.strerror)
+    return transports
+
+
+async def _bind(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[socket.socket]:
+    infos = await loop.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    seen: set[tuple] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            except OSError:  # a smaller buffer only means fewer datagrams queued
+                pass
+            sock.bind(address)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _show(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
