@@ -9,14 +9,14 @@ so the client keeps the message and retries (SPEC §2, issue 6).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 from typing import Any
 
 from buzon.smtp import replies
 from buzon.smtp.protocol import BuzonEnvelope, BuzonSMTP
-from buzon.spool.queue import Envelope, Spool, new_queue_id
+from buzon.spool.disk import BatchThread
+from buzon.spool.queue import Envelope, new_queue_id
 from buzon.spool.worker import DeliveryWorker
 
 __all__ = ["Handler"]
@@ -31,8 +31,10 @@ _FULL = {errno.ENOSPC, errno.EDQUOT}
 class Handler:
     """aiosmtpd event handler for Buzón sessions."""
 
-    def __init__(self, spool: Spool, worker: DeliveryWorker) -> None:
-        self.spool = spool
+    def __init__(self, committer: BatchThread[tuple[Envelope, bytes], None],
+                 worker: DeliveryWorker) -> None:
+        # The committer batches queue writes across sessions (group commit).
+        self.committer = committer
         self.worker = worker
 
     async def handle_HELO(self, server: BuzonSMTP, session: Any, envelope: Any, hostname: str) -> str:  # noqa: N802,E501
@@ -73,12 +75,12 @@ class Handler:
             size=len(content),
         )
         try:
-            await asyncio.to_thread(self.spool.store, queued, content)
+            await self.committer.submit((queued, content))
         except OSError as error:
             log.error("cannot queue a message from %s: %s", server.peer, error)
             return str(replies.STORAGE_FULL if error.errno in _FULL else replies.QUEUE_ERROR)
         server.hub.counters.mails_sent += 1
-        self.worker.submit(queued.queue_id)
+        self.worker.submit(queued.queue_id, queued, content)
         server.hub.access.accepted(
             server.peer, queued.queue_id, queued.sender, queued.recipients, queued.size
         )

@@ -34,6 +34,7 @@ from buzon.metrics import Counters, load_state, save_state
 from buzon.smtp import replies
 from buzon.smtp.handler import Handler
 from buzon.smtp.protocol import BuzonSMTP, Hub, Limits, refuse_busy
+from buzon.spool.disk import BatchThread
 from buzon.spool.queue import Spool
 from buzon.spool.worker import DeliveryWorker
 from buzon.transform.switch import TransformSwitch
@@ -63,6 +64,7 @@ class Server:
         self.hub: Hub | None = None
         self.worker: DeliveryWorker | None = None
         self.switch: TransformSwitch | None = None
+        self.committer: BatchThread[tuple[Any, bytes], None] | None = None
 
     # -- start -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -111,7 +113,9 @@ class Server:
             self.counters,
             AccessLog(s.access_log_file),
         )
-        await self._start_smtp(Handler(spool, self.worker))
+        self.committer = BatchThread("queue-commit", spool.store_many)
+        self.committer.start()
+        await self._start_smtp(Handler(self.committer, self.worker))
         await self._start_monitor()
         self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="metrics-snapshot"))
         log.info(
@@ -251,6 +255,8 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.committer is not None:
+            await self.committer.stop()
         if self.worker is not None:
             await self.worker.stop()
         for transport in self._monitor:

@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,19 @@ class Envelope:
             raise SpoolCorrupt(str(error)) from None
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -97,33 +111,54 @@ class Spool:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def store(self, envelope: Envelope, content: bytes) -> None:
-        """Write a message durably into ``queue/``.
+        """Write one message durably into ``queue/`` (see :meth:`store_many`)."""
+        (result,) = self.store_many([(envelope, content)])
+        if result is not None:
+            raise result
 
-        Raises:
-            OSError: disk full (ENOSPC), read-only (EROFS), ...: nothing is left in
-                ``queue/`` and the partial file is removed.
+    def store_many(self, items: Sequence[tuple[Envelope, bytes]]) -> list[OSError | None]:
+        """Write messages durably into ``queue/``, sharing one flush of the directory.
+
+        Each file is written under ``incoming/``, flushed and renamed into
+        ``queue/``; then ``queue/`` is flushed once for the whole batch, after
+        which every rename is durable.
+
+        Returns:
+            For each item, None when it is safely queued, else the OSError (disk
+            full, read-only file system...) — and then nothing of it is left in
+            ``queue/``.
         """
-        tmp = self.incoming / envelope.queue_id
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
+        results: list[OSError | None] = []
+        renamed: list[Path] = []
+        for envelope, content in items:
+            tmp = self.incoming / envelope.queue_id
             try:
-                for part in (envelope.encode(), content):
-                    view = memoryview(part)
-                    while view:
-                        view = view[os.write(fd, view):]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.queue / envelope.queue_id)
-        except BaseException:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    _write_all(fd, envelope.encode())
+                    _write_all(fd, content)
+                    if self.fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                final = self.queue / envelope.queue_id
+                os.rename(tmp, final)
+            except OSError as error:
+                _unlink_quietly(tmp)
+                results.append(error)
+                continue
+            renamed.append(final)
+            results.append(None)
+        if renamed and self.fsync:
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        if self.fsync:
-            _fsync_dir(self.queue)
+                _fsync_dir(self.queue)
+            except OSError as error:
+                # Durability of the renames is unknown: refuse them all (4xx), and
+                # take the files back so they are not delivered behind a refusal.
+                for path in renamed:
+                    _unlink_quietly(path)
+                return [error if r is None else r for r in results]
+        return results
 
     def load(self, queue_id: str) -> tuple[Envelope, bytes]:
         """Read a queued message back: its envelope and its bytes.
@@ -148,16 +183,10 @@ class Spool:
         return self.work / f"{queue_id}.{suffix}"
 
     def remove(self, queue_id: str) -> None:
-        """Forget a delivered message and its transform files."""
-        try:
-            os.unlink(self.queue / queue_id)
-        except FileNotFoundError:
-            pass
-        for path in self.work.glob(f"{queue_id}.*"):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        """Forget a delivered message and its transform input and output."""
+        _unlink_quietly(self.queue / queue_id)
+        for suffix in ("in", "out"):
+            _unlink_quietly(self.work / f"{queue_id}.{suffix}")
 
     def recover(self) -> list[str]:
         """At start-up: drop half-written files, return queued ids oldest first."""

@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-A message moves through these states; the queue file in ``spool/queue`` exists
-for all of them except the last, so a crash anywhere resumes from ``queued``::
+A message moves through these states; its queue file in ``spool/queue``
+exists in all of them but the last, so a crash anywhere resumes from ``queued``::
 
     queued ──▶ transforming ──ok──▶ delivering ──▶ done (queue file removed)
       ▲            │ fails                │ OSError
@@ -17,12 +17,16 @@ for all of them except the last, so a crash anywhere resumes from ``queued``::
   first failure is older than ``retry_window`` the failure policy decides:
   ``deliver`` the original with an ``X-Buzon-Transform`` header, or ``hold`` it
   and keep retrying at the longest backoff.
-* ``delivering`` writes one Maildir file per distinct mailbox. Names are
-  deterministic (see :mod:`buzon.storage.maildir`); after a crash or an earlier
-  failed attempt each recipient is first looked up, so nobody gets a message twice.
+* ``delivering`` runs on one :class:`~buzon.spool.disk.BatchThread`: a batch
+  writes and flushes every message's files, flushes each touched ``new/``
+  directory once, and only then removes the queue files. Maildir names are
+  deterministic (see :mod:`buzon.storage.maildir`); a message that was
+  recovered after a crash or failed before is checked recipient by recipient,
+  so nobody gets it twice.
 
-Blocking file work runs in the default thread pool; the event loop only
-schedules, so SMTP sessions never wait on a delivery.
+The bytes of a freshly queued message are handed over in memory (up to
+``max_cached_bytes`` in total); past that, and for recovered or retried
+messages, they are read back from the queue file.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from buzon.metrics.counters import Counters
-from buzon.spool.queue import Spool, SpoolCorrupt
+from buzon.spool.disk import BatchThread
+from buzon.spool.queue import Envelope, Spool, SpoolCorrupt
 from buzon.storage import maildir
 
 __all__ = ["DeliveryWorker", "Transform"]
@@ -58,10 +64,18 @@ class Switch(Protocol):
 
 
 @dataclass(slots=True)
-class _Attempts:
-    count: int = 0
-    first_failure: float = 0.0
-    transform_failed: bool = False
+class _Item:
+    queue_id: str
+    envelope: Envelope | None = None
+    content: bytes | None = None
+    check: bool = False
+    """Look for earlier deliveries first (recovered after a crash, or retried)."""
+    transformed: bool = False
+    attempts: int = 0
+    first_failure: float | None = None
+    """When the transform first failed (for the retry window)."""
+    cached: int = 0
+    """Bytes of this item counted against the worker's in-memory budget."""
 
 
 def _failure_header(error: BaseException) -> bytes:
@@ -71,7 +85,7 @@ def _failure_header(error: BaseException) -> bytes:
 
 
 class DeliveryWorker:
-    """Takes queue ids, delivers them, retries what fails; owns no socket."""
+    """Takes queued messages, delivers them, retries what fails; owns no socket."""
 
     def __init__(
         self,
@@ -85,7 +99,8 @@ class DeliveryWorker:
         retry_window: float = 600.0,
         failure_policy: str = "deliver",
         first_backoff: float = 1.0,
-        concurrency: int = 4,
+        transform_concurrency: int = 8,
+        max_cached_bytes: int = 64 << 20,
         fsync: bool = True,
         clock: Any = time.time,
     ) -> None:
@@ -100,125 +115,199 @@ class DeliveryWorker:
         self.first_backoff = first_backoff
         self.fsync = fsync
         self._clock = clock
-        self._concurrency = concurrency
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._attempts: dict[str, _Attempts] = {}
-        self._recovered: set[str] = set()
+        self._transform_slots = asyncio.Semaphore(transform_concurrency)
+        self._max_cached = max_cached_bytes
+        self._cached = 0
+        self._inflight: dict[str, _Item] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._disk: BatchThread[_Item, None] = BatchThread("delivery", self._deliver_batch)
         self._idle = asyncio.Event()
         self._idle.set()
-        self._busy = 0
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self, recovered: list[str]) -> None:
-        """Start the worker tasks; ``recovered`` ids are checked for past deliveries."""
-        self._recovered.update(recovered)
+    def start(self, recovered: Sequence[str]) -> None:
+        """Start delivering; ``recovered`` ids are checked for past deliveries."""
+        self._disk.start()
         for queue_id in recovered:
-            self.submit(queue_id)
-        for n in range(self._concurrency):
-            self._tasks.append(asyncio.create_task(self._run(), name=f"delivery-{n}"))
+            self._dispatch(_Item(queue_id, check=True))
 
     async def stop(self) -> None:
-        """Cancel waiting retries and the workers; a delivery in a thread runs to its end."""
+        """Stop retries and transforms; deliveries already handed to the disk finish."""
+        self._stopping = True
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._disk.stop()
 
-    def submit(self, queue_id: str) -> None:
-        """Hand a newly queued (or recovered) message to the workers."""
-        self._idle.clear()
-        self._queue.put_nowait(queue_id)
+    def submit(self, queue_id: str, envelope: Envelope | None = None,
+               content: bytes | None = None) -> None:
+        """Hand over a message just queued; its bytes are kept in memory if they fit."""
+        item = _Item(queue_id)
+        if envelope is not None and content is not None and (
+            self._cached + len(content) <= self._max_cached
+        ):
+            item.envelope, item.content, item.cached = envelope, content, len(content)
+            self._cached += item.cached
+        self._dispatch(item)
 
     @property
     def pending(self) -> int:
-        """Messages queued, deferred or being delivered right now."""
-        return self._queue.qsize() + len(self._timers) + self._busy
+        """Messages being transformed or delivered, or waiting for a retry."""
+        return len(self._inflight) + len(self._timers)
 
     async def wait_idle(self) -> None:
-        """Wait until nothing is queued, deferred or in progress (tests, shutdown)."""
+        """Wait until nothing is in progress or deferred (tests, benchmarks)."""
         while self.pending:
             self._idle.clear()
             await self._idle.wait()
 
-    # -- the work --------------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
-            queue_id = await self._queue.get()
-            self._busy += 1
-            try:
-                await self._process(queue_id)
-            except Exception:
-                # One message's bug must not stop deliveries: defer and say so.
-                log.exception("delivery of %s failed unexpectedly", queue_id)
-                self._defer(queue_id)
-            finally:
-                self._busy -= 1
-                if not self.pending:
-                    self._idle.set()
+    # -- dispatch ----------------------------------------------------------------------
+    def _dispatch(self, item: _Item) -> None:
+        if self._stopping:
+            return  # stays queued on disk; the next start delivers it
+        self._idle.clear()
+        self._inflight[item.queue_id] = item
+        wants_transform = (
+            self.transform is not None and self.switch is not None and self.switch.enabled
+        )
+        if wants_transform and not item.transformed:
+            task = asyncio.create_task(self._transform_then_deliver(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._to_disk(item)
 
-    async def _process(self, queue_id: str) -> None:
-        try:
-            envelope, content = await asyncio.to_thread(self.spool.load, queue_id)
-        except FileNotFoundError:
-            return
-        except SpoolCorrupt as error:
-            where = await asyncio.to_thread(self.spool.quarantine, queue_id)
-            log.error("queue file %s is corrupt (%s); moved to %s", queue_id, error, where)
-            return
-        attempts = self._attempts.get(queue_id)
-        if self.transform is not None and self.switch is not None and self.switch.enabled:
-            transformed = await self._transform(queue_id, content, attempts)
-            if transformed is None:
-                return
-            content = transformed
-        check = queue_id in self._recovered or attempts is not None
-        try:
-            await asyncio.to_thread(self._deliver_all, envelope, content, check)
-        except OSError as error:
-            log.warning("delivery of %s deferred: %s", queue_id, error)
-            self._defer(queue_id)
-            return
-        await asyncio.to_thread(self.spool.remove, queue_id)
-        self._attempts.pop(queue_id, None)
-        self._recovered.discard(queue_id)
-        log.info("delivered %s to %d mailbox(es)", queue_id, len(set(envelope.mailboxes)))
+    def _to_disk(self, item: _Item) -> None:
+        self._disk.submit(item).add_done_callback(
+            lambda future: self._delivered(item, future)
+        )
 
-    async def _transform(
-        self, queue_id: str, content: bytes, attempts: _Attempts | None
-    ) -> bytes | None:
-        """The transformed message, the original under the policy, or None (deferred)."""
+    def _release(self, item: _Item) -> None:
+        self._cached -= item.cached
+        item.cached = 0
+        item.content = item.envelope = None
+        self._inflight.pop(item.queue_id, None)
+        if not self.pending:
+            self._idle.set()
+
+    def _delivered(self, item: _Item, future: asyncio.Future[None]) -> None:
+        error = None if future.cancelled() else future.exception()
+        self._release(item)
+        if error is None:
+            return
+        log.warning("delivery of %s deferred: %s", item.queue_id, error)
+        item.check = True  # a partial delivery may have happened
+        # The transformed bytes were dropped with the item; the retry goes through
+        # the transform stage again, which reuses work/<id>.out.
+        item.transformed = False
+        self._defer(item)
+
+    def _defer(self, item: _Item) -> None:
+        if self._stopping:
+            return
+        item.attempts += 1
+        delay = min(self.first_backoff * 2 ** (item.attempts - 1), _MAX_BACKOFF)
+
+        def again() -> None:
+            self._timers.pop(item.queue_id, None)
+            self._dispatch(item)
+
+        self._timers[item.queue_id] = asyncio.get_running_loop().call_later(delay, again)
+
+    # -- transforms --------------------------------------------------------------------
+    async def _transform_then_deliver(self, item: _Item) -> None:
+        try:
+            async with self._transform_slots:
+                result = await self._transform(item)
+        except Exception:
+            log.exception("transform stage of %s failed unexpectedly", item.queue_id)
+            self._release(item)
+            self._defer(item)
+            return
+        if result is None:
+            return  # deferred or gone; _transform released it
+        item.content, item.transformed = result, True
+        self._to_disk(item)
+
+    async def _transform(self, item: _Item) -> bytes | None:
+        """The transformed bytes, the original under the policy, or None (deferred/gone)."""
         assert self.transform is not None
-        out = self.spool.work_path(queue_id, "out")
-        if out.exists():  # a previous run finished the transform before a crash
+        if item.content is None or item.envelope is None:
+            try:
+                item.envelope, item.content = await asyncio.to_thread(
+                    self.spool.load, item.queue_id
+                )
+            except (FileNotFoundError, SpoolCorrupt):
+                # Gone, or unreadable: the delivery batch reports or quarantines it.
+                item.transformed = True
+                self._to_disk(item)
+                return None
+        out = self.spool.work_path(item.queue_id, "out")
+        if out.exists():  # a previous run transformed it before a crash
             return await asyncio.to_thread(out.read_bytes)
-        src = self.spool.work_path(queue_id, "in")
-        await asyncio.to_thread(_write_file, src, content, self.fsync)
+        src = self.spool.work_path(item.queue_id, "in")
+        await asyncio.to_thread(_write_file, src, item.content, self.fsync)
         try:
             await self.transform.run(src, out)
         except Exception as error:  # any failure of the stage is a transform failure
             self.counters.transform_failed += 1
             now = self._clock()
-            state = attempts or self._attempts.setdefault(queue_id, _Attempts())
-            if not state.transform_failed:
-                state.transform_failed, state.first_failure = True, now
-            if now - state.first_failure < self.retry_window or self.failure_policy == "hold":
-                log.warning("transform of %s failed (%s); will retry", queue_id, error)
+            if item.first_failure is None:
+                item.first_failure = now
+            within = now - item.first_failure < self.retry_window
+            if within or self.failure_policy == "hold":
+                log.warning("transform of %s failed (%s); will retry", item.queue_id, error)
                 self.counters.transform_retried += 1
-                self._defer(queue_id)
+                self._release(item)
+                self._defer(item)
                 return None
-            log.warning("transform of %s failed past the retry window; delivering original: %s",
-                        queue_id, error)
+            log.warning("transform of %s failed past the retry window; delivering the "
+                        "original: %s", item.queue_id, error)
             self.counters.transform_fallback += 1
-            return _failure_header(error) + content
+            return _failure_header(error) + item.content
         self.counters.transform_ok += 1
         return await asyncio.to_thread(out.read_bytes)
 
-    def _deliver_all(self, envelope: Any, content: bytes, check: bool) -> None:
+    # -- the disk batch (runs on the delivery thread) ---------------------------------------
+    def _deliver_batch(self, items: Sequence[_Item]) -> list[BaseException | None]:
+        results: list[BaseException | None] = []
+        touched: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            try:
+                envelope, content = item.envelope, item.content
+                if envelope is None or content is None:
+                    envelope, content = self.spool.load(item.queue_id)
+                for mailbox in self._deliver_one(envelope, content, item.check):
+                    touched.setdefault(mailbox, []).append(index)
+                results.append(None)
+            except FileNotFoundError:
+                results.append(None)  # delivered and removed by an earlier run
+            except SpoolCorrupt as error:
+                where = self.spool.quarantine(item.queue_id)
+                log.error("queue file %s is corrupt (%s); moved to %s", item.queue_id, error, where)
+                results.append(None)
+            except OSError as error:
+                results.append(error)
+        if self.fsync:
+            for mailbox, indexes in touched.items():
+                try:
+                    maildir.sync_new(self.mail_root, mailbox)
+                except OSError as error:
+                    for i in indexes:
+                        results[i] = error
+        for item, result in zip(items, results, strict=True):
+            if result is None:
+                self.spool.remove(item.queue_id)
+        return results
+
+    def _deliver_one(self, envelope: Envelope, content: bytes, check: bool) -> list[str]:
+        """Write one message into each distinct mailbox; returns the mailboxes written."""
+        written: list[str] = []
         seen: set[str] = set()
         index = 0
         for address, mailbox in zip(envelope.recipients, envelope.mailboxes, strict=True):
@@ -239,19 +328,12 @@ class DeliveryWorker:
                 esmtp=envelope.esmtp,
                 received=envelope.received,
             )
-            maildir.deliver(self.mail_root, mailbox, name, (headers, content), fsync=self.fsync)
-
-    def _defer(self, queue_id: str) -> None:
-        state = self._attempts.setdefault(queue_id, _Attempts())
-        state.count += 1
-        delay = min(self.first_backoff * 2 ** (state.count - 1), _MAX_BACKOFF)
-        loop = asyncio.get_running_loop()
-
-        def _again() -> None:
-            self._timers.pop(queue_id, None)
-            self._queue.put_nowait(queue_id)
-
-        self._timers[queue_id] = loop.call_later(delay, _again)
+            maildir.deliver(
+                self.mail_root, mailbox, name, (headers, content),
+                fsync=self.fsync, sync_dir=False,
+            )
+            written.append(mailbox)
+        return written
 
 
 def _write_file(path: Path, data: bytes, fsync: bool) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "deliver",
     "mailbox_path",
     "message_name",
+    "sync_new",
     "trace_headers",
 ]
 
@@ -81,6 +82,10 @@ def mailbox_path(root: Path, mailbox: str) -> Path:
 
 
 def _ensure_maildir(path: Path) -> None:
+    if os.path.isdir(path / "new") and os.path.isdir(path / "tmp"):
+        if os.path.islink(path / "new") or os.path.islink(path / "tmp"):
+            raise UnsafePath(f"{path} has a symlinked tmp/ or new/")
+        return
     for sub in _SUBDIRS:
         try:
             os.makedirs(path / sub, mode=0o700, exist_ok=True)
@@ -127,7 +132,8 @@ def trace_headers(
 
 
 def deliver(
-    root: Path, mailbox: str, name: str, parts: Iterable[bytes], *, fsync: bool = True
+    root: Path, mailbox: str, name: str, parts: Iterable[bytes], *, fsync: bool = True,
+    sync_dir: bool = True,
 ) -> Path:
     """Write one message into ``<root>/<mailbox>/new/<name>`` the Maildir way.
 
@@ -136,7 +142,9 @@ def deliver(
         mailbox: a vetted mailbox name.
         name: the file name (see :func:`message_name`).
         parts: byte strings written in order (trace headers, then the message).
-        fsync: flush file and directory before returning.
+        fsync: flush the file before the rename (and the directory after it).
+        sync_dir: flush ``new/`` here; a caller delivering many messages passes
+            False and calls :func:`sync_new` once per mailbox instead.
 
     Returns:
         The path in ``new/``.
@@ -168,9 +176,14 @@ def deliver(
         except OSError:
             pass
         raise
-    if fsync:
+    if fsync and sync_dir:
         _fsync_dir(folder / "new")
     return final
+
+
+def sync_new(root: Path, mailbox: str) -> None:
+    """Flush a mailbox's ``new/`` directory, making the renames into it durable."""
+    _fsync_dir(root / mailbox / "new")
 
 
 def already_delivered(root: Path, mailbox: str, name: str) -> bool:
