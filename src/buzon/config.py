@@ -188,6 +188,11 @@ class ServerSettings(BaseSettings):
         pattern="^(DEBUG|INFO|WARNING|ERROR)$",
         description="Level of the server's own log on stderr.",
     )
+    event_loop: str = Field(
+        "uvloop",
+        pattern="^(uvloop|asyncio)$",
+        description="Event loop implementation: 'uvloop' (faster; falls back if missing) or 'asyncio'.",
+    )
     fsync: bool = Field(
         True,
         description=(
