@@ -131,6 +131,15 @@ class ServerSettings(BaseSettings):
     idle_timeout: float = Field(
         300.0, gt=0, le=3600, description="Seconds a session may stay silent (421 4.4.2 after)."
     )
+    data_timeout: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds a whole DATA transfer may take, however steadily bytes trickle in "
+            "(421 4.4.2 after): bounds slow-drip clients that the idle timeout cannot."
+        ),
+    )
     max_connections: int = Field(
         10_000, ge=1, le=1_000_000, description="Concurrent SMTP sessions (421 when full)."
     )

@@ -110,3 +110,27 @@ def test_connection_limit_answers_421(make_server: Callable[..., RunningServer])
     finally:
         first.close()
         second.close()
+
+
+def test_a_data_transfer_that_trickles_forever_is_cut_at_the_deadline(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(idle_timeout=5, data_timeout=1.0)
+    with LineClient(server.port) as c:
+        _start_data(c, "drip@example.org")
+        started = time.monotonic()
+        cut = False
+        while time.monotonic() - started < 8:
+            try:
+                c.send("d\r\n")
+            except OSError:
+                cut = True
+                break
+            time.sleep(0.1)
+            if c.closed(timeout=0.01):
+                cut = True
+                break
+        assert cut
+        assert b"421 4.4.2 mx.test Error: data transfer took too long" in c._buf
+    server.wait_idle()
+    assert maildir_files(server.mail_root, "drip") == []

@@ -13,6 +13,7 @@ commands in order for free. We change:
   noted so the idle timer measures silence, not command gaps (aiosmtpd resets
   it only per command, which would cut off a slow but live DATA transfer).
 * ``_timeout_cb``: say ``421 4.4.2`` before closing (aiosmtpd just closes).
+* ``smtp_DATA``: a deadline for the whole transfer (``data_timeout``).
 * ``smtp_MAIL`` / ``smtp_RCPT``: parsed by the pure :mod:`buzon.smtp.syntax`
   (null sender accepted, seed error codes, SIZE, recipient limit, mailbox
   safety) instead of aiosmtpd's parser, which refuses ``MAIL FROM:<>``.
@@ -52,6 +53,7 @@ class Limits:
     max_recipients: int
     max_line_length: int
     idle_timeout: float
+    data_timeout: float = 600.0
 
 
 @dataclass(slots=True)
@@ -181,6 +183,19 @@ class BuzonSMTP(SMTP):
             self._reset_timeout(remaining)
             return
         self.say_and_close(replies.TIMEOUT.format(self.hostname))
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        # The idle timer resets on every byte, so a client dripping one byte a
+        # minute would hold its slot forever; DATA as a whole gets a deadline.
+        timer = self.loop.call_later(
+            self.hub.limits.data_timeout,
+            self.say_and_close,
+            replies.DATA_TIMEOUT.format(self.hostname),
+        )
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            timer.cancel()
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         return False

@@ -22,7 +22,7 @@ __all__ = ["Reply", "translate"] + [
     # the constants below
     "MAIL_OK", "RCPT_OK", "DATA_GO", "QUEUED", "OK", "BYE", "BAD_SYNTAX", "BAD_RECIPIENT",
     "BAD_SENDER", "UNKNOWN_COMMAND", "NEED_RCPT", "NEED_MAIL", "NESTED_MAIL", "TOO_BIG",
-    "LINE_TOO_LONG", "TOO_MANY_RECIPIENTS", "TIMEOUT", "TOO_MANY_CONNECTIONS",
+    "LINE_TOO_LONG", "TOO_MANY_RECIPIENTS", "TIMEOUT", "DATA_TIMEOUT", "TOO_MANY_CONNECTIONS",
     "UNSAFE_MAILBOX", "MAIL_SYNTAX", "RCPT_SYNTAX", "PARAM_UNKNOWN", "PARAM_SYNTAX",
     "BODY_SYNTAX", "SMTPUTF8_UNSUPPORTED", "STORAGE_FULL", "QUEUE_ERROR", "SHUTTING_DOWN",
     "LOCAL_ERROR", "DATA_SYNTAX",
@@ -78,6 +78,7 @@ TOO_BIG = Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message
 LINE_TOO_LONG = Reply(500, "5.5.2", "Error: line too long")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
 TIMEOUT = Reply(421, "4.4.2", "{} Error: timeout exceeded")
+DATA_TIMEOUT = Reply(421, "4.4.2", "{} Error: data transfer took too long")
 TOO_MANY_CONNECTIONS = Reply(421, "4.3.2", "{} Error: too many connections, try again later")
 # The address is not echoed: it may hold control characters.
 UNSAFE_MAILBOX = Reply(550, "5.1.1", "Recipient address rejected: unsafe mailbox name")

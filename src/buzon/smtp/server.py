@@ -109,6 +109,7 @@ class Server:
                 max_recipients=s.max_recipients,
                 max_line_length=s.max_line_length,
                 idle_timeout=s.idle_timeout,
+                data_timeout=s.data_timeout,
             ),
             self.counters,
             AccessLog(s.access_log_file),
