@@ -16,7 +16,7 @@ from typing import Any
 from buzon.smtp import replies
 from buzon.smtp.protocol import BuzonEnvelope, BuzonSMTP
 from buzon.spool.disk import BatchThread
-from buzon.spool.queue import Envelope, new_queue_id
+from buzon.spool.queue import Envelope, Location, new_queue_id
 from buzon.spool.worker import DeliveryWorker
 
 __all__ = ["Handler"]
@@ -31,7 +31,7 @@ _FULL = {errno.ENOSPC, errno.EDQUOT}
 class Handler:
     """aiosmtpd event handler for Buzón sessions."""
 
-    def __init__(self, committer: BatchThread[tuple[Envelope, bytes], None],
+    def __init__(self, committer: BatchThread[tuple[Envelope, bytes], Location],
                  worker: DeliveryWorker) -> None:
         # The committer batches queue writes across sessions (group commit).
         self.committer = committer
@@ -75,12 +75,12 @@ class Handler:
             size=len(content),
         )
         try:
-            await self.committer.submit((queued, content))
+            where = await self.committer.submit((queued, content))
         except OSError as error:
             log.error("cannot queue a message from %s: %s", server.peer, error)
             return str(replies.STORAGE_FULL if error.errno in _FULL else replies.QUEUE_ERROR)
         server.hub.counters.mails_sent += 1
-        self.worker.submit(queued.queue_id, queued, content)
+        self.worker.submit(where, queued, content)
         server.hub.access.accepted(
             server.peer, queued.queue_id, queued.sender, queued.recipients, queued.size
         )

@@ -4,17 +4,28 @@ Theory of operation
 -------------------
 Layout under ``<data_dir>/spool``::
 
-    incoming/<id>   being written; never trusted (removed at start-up)
-    queue/<id>      complete: one JSON envelope line, then the message bytes
-    work/<id>.*     transform input and outputs of a queued message
+    incoming/<segment>   being written; never trusted (removed at start-up)
+    queue/<segment>      complete: one or more records, each a JSON envelope line
+                         ("BUZON1 {...}\n") followed by exactly ``size`` message bytes
+    work/<id>.in|out     transform input and output of a queued message
+    corrupt/             queue files that did not parse, kept for a human
 
-``store`` writes ``incoming/<id>``, flushes it, renames it into ``queue/`` and
-flushes ``queue/``; only then may the SMTP side answer ``250 ... queued as
-<id>``. The rename is the commit point: after a crash a message is either
-wholly in ``queue/`` (and will be delivered) or absent (and the client, which
-never saw 250, still has it). ``remove`` needs no flush: a removal lost in a
-crash resurrects a message whose recipients the delivery worker then finds
-already delivered (see :mod:`buzon.storage.maildir`), so it is not sent twice.
+Messages that finish DATA at about the same time are committed together
+(group commit, see :mod:`buzon.spool.disk`): :meth:`Spool.store_many` writes
+them as records of one *segment* file in ``incoming/``, flushes it, renames it
+into ``queue/`` and flushes ``queue/`` once. Only then does the SMTP side
+answer ``250 ... queued as <id>``. The rename is the commit point: after a
+crash a segment is either wholly in ``queue/`` (its messages will be delivered)
+or absent (and its clients, who never saw 250, still have their messages).
+One file and two flushes per batch instead of per message is what makes
+queueing cheap (file creation is the costly part on most file systems).
+
+A segment is removed once every message in it has been delivered (reference
+counts in memory; :meth:`Spool.release`). That needs no flush: a removal lost
+in a crash resurrects messages whose recipients the delivery worker finds
+already delivered (see :mod:`buzon.storage.maildir`), so nobody gets them
+twice. Segments are capped at ``segment_bytes`` so a message held for a long
+time pins little else on disk.
 
 Queue ids are 16 base-32 characters: a 48-bit millisecond clock then 32 random
 bits, so they sort by arrival and do not collide across hosts sharing a volume.
@@ -26,12 +37,13 @@ import base64
 import json
 import os
 import secrets
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Envelope", "Spool", "SpoolCorrupt", "new_queue_id"]
+__all__ = ["Envelope", "Location", "Spool", "SpoolCorrupt", "new_queue_id"]
 
 _MAGIC = b"BUZON1 "
 
@@ -76,10 +88,29 @@ class Envelope:
             raise SpoolCorrupt(str(error)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where one queued message lives: a segment file and the record's offset in it."""
+
+    segment: str
+    offset: int
+    """Offset of the record's envelope line."""
+    queue_id: str
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _write_chunks(fd: int, chunks: list[bytes]) -> None:
+    # One write for a batch of small messages; big ones are not copied into a join.
+    if sum(map(len, chunks)) <= 1 << 20:
+        _write_all(fd, b"".join(chunks))
+    else:
+        for chunk in chunks:
+            _write_all(fd, chunk)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -98,98 +129,180 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Spool:
-    """File operations on the spool; blocking, so callers run them in a thread."""
+    """File operations on the spool; blocking, so callers run them on a thread."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, segment_bytes: int = 4 << 20) -> None:
         self.root = root
         self.fsync = fsync
+        self.segment_bytes = segment_bytes
         self.incoming = root / "incoming"
         self.queue = root / "queue"
         self.work = root / "work"
         self.corrupt = root / "corrupt"
         for path in (self.incoming, self.queue, self.work, self.corrupt):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # segment -> messages in it not yet released; segments to quarantine at zero
+        self._refs: dict[str, int] = {}
+        self._damaged: set[str] = set()
+        self._lock = threading.Lock()
 
-    def store(self, envelope: Envelope, content: bytes) -> None:
-        """Write one message durably into ``queue/`` (see :meth:`store_many`)."""
+    # -- writing -------------------------------------------------------------------------
+    def store(self, envelope: Envelope, content: bytes) -> Location:
+        """Queue one message durably (see :meth:`store_many`)."""
         (result,) = self.store_many([(envelope, content)])
-        if result is not None:
+        if isinstance(result, OSError):
             raise result
+        return result
 
-    def store_many(self, items: Sequence[tuple[Envelope, bytes]]) -> list[OSError | None]:
-        """Write messages durably into ``queue/``, sharing one flush of the directory.
-
-        Each file is written under ``incoming/``, flushed and renamed into
-        ``queue/``; then ``queue/`` is flushed once for the whole batch, after
-        which every rename is durable.
+    def store_many(self, items: Sequence[tuple[Envelope, bytes]]) -> list[Location | OSError]:
+        """Queue messages durably, as few segment files as ``segment_bytes`` allows.
 
         Returns:
-            For each item, None when it is safely queued, else the OSError (disk
-            full, read-only file system...) — and then nothing of it is left in
-            ``queue/``.
+            For each item, its :class:`Location` once it is safely queued, else the
+            OSError (disk full, read-only file system...): then nothing of it is
+            left in ``queue/``.
         """
-        results: list[OSError | None] = []
-        renamed: list[Path] = []
-        for envelope, content in items:
-            tmp = self.incoming / envelope.queue_id
+        results: list[Location | OSError] = []
+        committed: list[tuple[Path, int]] = []  # (segment path, index of first result)
+        for group in self._groups(items):
+            first = len(results)
+            segment = new_queue_id()
+            tmp = self.incoming / segment
+            locations: list[Location | OSError] = []
+            offset = 0
+            chunks: list[bytes] = []
+            for envelope, content in group:
+                envelope.size = len(content)
+                head = envelope.encode()
+                locations.append(Location(segment, offset, envelope.queue_id))
+                chunks += (head, content)
+                offset += len(head) + len(content)
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
-                    _write_all(fd, envelope.encode())
-                    _write_all(fd, content)
+                    _write_chunks(fd, chunks)
                     if self.fsync:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-                final = self.queue / envelope.queue_id
-                os.rename(tmp, final)
+                os.rename(tmp, self.queue / segment)
             except OSError as error:
                 _unlink_quietly(tmp)
-                results.append(error)
+                results += [error] * len(group)
                 continue
-            renamed.append(final)
-            results.append(None)
-        if renamed and self.fsync:
+            with self._lock:
+                self._refs[segment] = len(group)
+            committed.append((self.queue / segment, first))
+            results += locations
+        if committed and self.fsync:
             try:
                 _fsync_dir(self.queue)
             except OSError as error:
-                # Durability of the renames is unknown: refuse them all (4xx), and
-                # take the files back so they are not delivered behind a refusal.
-                for path in renamed:
+                # Durability of the renames is unknown: refuse them all (4xx) and take
+                # the segments back so nothing is delivered behind a refusal.
+                for path, _ in committed:
                     _unlink_quietly(path)
-                return [error if r is None else r for r in results]
+                    with self._lock:
+                        self._refs.pop(path.name, None)
+                return [error if isinstance(r, Location) else r for r in results]
         return results
 
-    def load(self, queue_id: str) -> tuple[Envelope, bytes]:
-        """Read a queued message back: its envelope and its bytes.
+    def _groups(
+        self, items: Sequence[tuple[Envelope, bytes]]
+    ) -> Iterator[Sequence[tuple[Envelope, bytes]]]:
+        start, size = 0, 0
+        for i, (_, content) in enumerate(items):
+            if i > start and size + len(content) > self.segment_bytes:
+                yield items[start:i]
+                start, size = i, 0
+            size += len(content)
+        if start < len(items):
+            yield items[start:]
+
+    # -- reading -------------------------------------------------------------------------
+    def load(self, where: Location) -> tuple[Envelope, bytes]:
+        """Read one queued message back: its envelope and its bytes.
 
         Raises:
-            SpoolCorrupt: the file has no valid envelope line.
-            FileNotFoundError: no such message.
+            SpoolCorrupt: no valid record at that place.
+            FileNotFoundError: the segment is gone (delivered and removed).
         """
-        data = (self.queue / queue_id).read_bytes()
-        end = data.find(b"\n")
-        if end < 0:
-            raise SpoolCorrupt("no envelope line")
-        return Envelope.decode(data[: end + 1]), data[end + 1:]
+        with open(self.queue / where.segment, "rb") as handle:
+            handle.seek(where.offset)
+            envelope = Envelope.decode(handle.readline(1 << 20))
+            content = handle.read(envelope.size)
+        if len(content) != envelope.size or envelope.queue_id != where.queue_id:
+            raise SpoolCorrupt(f"record {where.queue_id} in {where.segment} is truncated")
+        return envelope, content
 
-    def quarantine(self, queue_id: str) -> Path:
+    def _records(self, segment: str) -> tuple[list[Location], bool]:
+        """Parse a segment: the records found, and whether the whole file parsed."""
+        data = (self.queue / segment).read_bytes()
+        found: list[Location] = []
+        offset = 0
+        while offset < len(data):
+            end = data.find(b"\n", offset)
+            try:
+                if end < 0:
+                    raise SpoolCorrupt("record without an envelope line")
+                envelope = Envelope.decode(data[offset: end + 1])
+            except SpoolCorrupt:
+                return found, False
+            if end + 1 + envelope.size > len(data):
+                return found, False
+            found.append(Location(segment, offset, envelope.queue_id))
+            offset = end + 1 + envelope.size
+        return found, True
+
+    def recover(self) -> list[Location]:
+        """At start-up: drop half-written files; return every queued message, oldest first.
+
+        A segment that does not parse is quarantined in ``corrupt/`` once the
+        records read from it before the damage are delivered (at once if none).
+        """
+        for path in self.incoming.iterdir():
+            path.unlink(missing_ok=True)
+        found: list[Location] = []
+        for path in sorted(self.queue.iterdir()):
+            if path.name.startswith("."):
+                continue
+            records, whole = self._records(path.name)
+            if not whole:
+                self._damaged.add(path.name)
+            if not records:
+                self.quarantine(path.name)
+                continue
+            with self._lock:
+                self._refs[path.name] = len(records)
+            found += records
+        return found
+
+    # -- releasing -----------------------------------------------------------------------
+    def release(self, where: Location) -> None:
+        """One message of a segment is delivered; remove the segment after its last."""
+        for suffix in ("in", "out"):
+            _unlink_quietly(self.work / f"{where.queue_id}.{suffix}")
+        with self._lock:
+            left = self._refs.get(where.segment, 1) - 1
+            if left > 0:
+                self._refs[where.segment] = left
+                return
+            self._refs.pop(where.segment, None)
+        if where.segment in self._damaged:
+            self.quarantine(where.segment)
+        else:
+            _unlink_quietly(self.queue / where.segment)
+
+    def mark_damaged(self, segment: str) -> None:
+        """Quarantine this segment instead of removing it once it is released."""
+        self._damaged.add(segment)
+
+    def quarantine(self, segment: str) -> Path:
         """Move an unreadable queue file to ``corrupt/`` for a human to look at."""
-        target = self.corrupt / queue_id
-        os.replace(self.queue / queue_id, target)
+        self._damaged.discard(segment)
+        target = self.corrupt / segment
+        os.replace(self.queue / segment, target)
         return target
 
     def work_path(self, queue_id: str, suffix: str) -> Path:
         return self.work / f"{queue_id}.{suffix}"
-
-    def remove(self, queue_id: str) -> None:
-        """Forget a delivered message and its transform input and output."""
-        _unlink_quietly(self.queue / queue_id)
-        for suffix in ("in", "out"):
-            _unlink_quietly(self.work / f"{queue_id}.{suffix}")
-
-    def recover(self) -> list[str]:
-        """At start-up: drop half-written files, return queued ids oldest first."""
-        for path in self.incoming.iterdir():
-            path.unlink(missing_ok=True)
-        return sorted(p.name for p in self.queue.iterdir() if not p.name.startswith("."))

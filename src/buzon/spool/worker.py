@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from buzon.metrics.counters import Counters
 from buzon.spool.disk import BatchThread
-from buzon.spool.queue import Envelope, Spool, SpoolCorrupt
+from buzon.spool.queue import Envelope, Location, Spool, SpoolCorrupt
 from buzon.storage import maildir
 
 __all__ = ["DeliveryWorker", "Transform"]
@@ -65,7 +65,7 @@ class Switch(Protocol):
 
 @dataclass(slots=True)
 class _Item:
-    queue_id: str
+    where: Location
     envelope: Envelope | None = None
     content: bytes | None = None
     check: bool = False
@@ -127,11 +127,11 @@ class DeliveryWorker:
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self, recovered: Sequence[str]) -> None:
-        """Start delivering; ``recovered`` ids are checked for past deliveries."""
+    def start(self, recovered: Sequence[Location]) -> None:
+        """Start delivering; ``recovered`` messages are checked for past deliveries."""
         self._disk.start()
-        for queue_id in recovered:
-            self._dispatch(_Item(queue_id, check=True))
+        for where in recovered:
+            self._dispatch(_Item(where, check=True))
 
     async def stop(self) -> None:
         """Stop retries and transforms; deliveries already handed to the disk finish."""
@@ -144,10 +144,10 @@ class DeliveryWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._disk.stop()
 
-    def submit(self, queue_id: str, envelope: Envelope | None = None,
+    def submit(self, where: Location, envelope: Envelope | None = None,
                content: bytes | None = None) -> None:
         """Hand over a message just queued; its bytes are kept in memory if they fit."""
-        item = _Item(queue_id)
+        item = _Item(where)
         if envelope is not None and content is not None and (
             self._cached + len(content) <= self._max_cached
         ):
@@ -171,7 +171,7 @@ class DeliveryWorker:
         if self._stopping:
             return  # stays queued on disk; the next start delivers it
         self._idle.clear()
-        self._inflight[item.queue_id] = item
+        self._inflight[item.where.queue_id] = item
         wants_transform = (
             self.transform is not None and self.switch is not None and self.switch.enabled
         )
@@ -191,7 +191,7 @@ class DeliveryWorker:
         self._cached -= item.cached
         item.cached = 0
         item.content = item.envelope = None
-        self._inflight.pop(item.queue_id, None)
+        self._inflight.pop(item.where.queue_id, None)
         if not self.pending:
             self._idle.set()
 
@@ -200,7 +200,7 @@ class DeliveryWorker:
         self._release(item)
         if error is None:
             return
-        log.warning("delivery of %s deferred: %s", item.queue_id, error)
+        log.warning("delivery of %s deferred: %s", item.where.queue_id, error)
         item.check = True  # a partial delivery may have happened
         # The transformed bytes were dropped with the item; the retry goes through
         # the transform stage again, which reuses work/<id>.out.
@@ -214,10 +214,10 @@ class DeliveryWorker:
         delay = min(self.first_backoff * 2 ** (item.attempts - 1), _MAX_BACKOFF)
 
         def again() -> None:
-            self._timers.pop(item.queue_id, None)
+            self._timers.pop(item.where.queue_id, None)
             self._dispatch(item)
 
-        self._timers[item.queue_id] = asyncio.get_running_loop().call_later(delay, again)
+        self._timers[item.where.queue_id] = asyncio.get_running_loop().call_later(delay, again)
 
     # -- transforms --------------------------------------------------------------------
     async def _transform_then_deliver(self, item: _Item) -> None:
@@ -225,7 +225,7 @@ class DeliveryWorker:
             async with self._transform_slots:
                 result = await self._transform(item)
         except Exception:
-            log.exception("transform stage of %s failed unexpectedly", item.queue_id)
+            log.exception("transform stage of %s failed unexpectedly", item.where.queue_id)
             self._release(item)
             self._defer(item)
             return
@@ -240,17 +240,17 @@ class DeliveryWorker:
         if item.content is None or item.envelope is None:
             try:
                 item.envelope, item.content = await asyncio.to_thread(
-                    self.spool.load, item.queue_id
+                    self.spool.load, item.where
                 )
             except (FileNotFoundError, SpoolCorrupt):
                 # Gone, or unreadable: the delivery batch reports or quarantines it.
                 item.transformed = True
                 self._to_disk(item)
                 return None
-        out = self.spool.work_path(item.queue_id, "out")
+        out = self.spool.work_path(item.where.queue_id, "out")
         if out.exists():  # a previous run transformed it before a crash
             return await asyncio.to_thread(out.read_bytes)
-        src = self.spool.work_path(item.queue_id, "in")
+        src = self.spool.work_path(item.where.queue_id, "in")
         await asyncio.to_thread(_write_file, src, item.content, self.fsync)
         try:
             await self.transform.run(src, out)
@@ -261,13 +261,13 @@ class DeliveryWorker:
                 item.first_failure = now
             within = now - item.first_failure < self.retry_window
             if within or self.failure_policy == "hold":
-                log.warning("transform of %s failed (%s); will retry", item.queue_id, error)
+                log.warning("transform of %s failed (%s); will retry", item.where.queue_id, error)
                 self.counters.transform_retried += 1
                 self._release(item)
                 self._defer(item)
                 return None
             log.warning("transform of %s failed past the retry window; delivering the "
-                        "original: %s", item.queue_id, error)
+                        "original: %s", item.where.queue_id, error)
             self.counters.transform_fallback += 1
             return _failure_header(error) + item.content
         self.counters.transform_ok += 1
@@ -281,15 +281,17 @@ class DeliveryWorker:
             try:
                 envelope, content = item.envelope, item.content
                 if envelope is None or content is None:
-                    envelope, content = self.spool.load(item.queue_id)
+                    envelope, content = self.spool.load(item.where)
                 for mailbox in self._deliver_one(envelope, content, item.check):
                     touched.setdefault(mailbox, []).append(index)
                 results.append(None)
             except FileNotFoundError:
                 results.append(None)  # delivered and removed by an earlier run
             except SpoolCorrupt as error:
-                where = self.spool.quarantine(item.queue_id)
-                log.error("queue file %s is corrupt (%s); moved to %s", item.queue_id, error, where)
+                # Counted as done: the segment goes to corrupt/ when its last good
+                # record is delivered, for a human to look at.
+                log.error("queued message %s is corrupt (%s)", item.where.queue_id, error)
+                self.spool.mark_damaged(item.where.segment)
                 results.append(None)
             except OSError as error:
                 results.append(error)
@@ -302,7 +304,7 @@ class DeliveryWorker:
                         results[i] = error
         for item, result in zip(items, results, strict=True):
             if result is None:
-                self.spool.remove(item.queue_id)
+                self.spool.release(item.where)
         return results
 
     def _deliver_one(self, envelope: Envelope, content: bytes, check: bool) -> list[str]:
