@@ -50,6 +50,7 @@ __all__ = ["DeliveryWorker", "Transform"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 300.0
+_MAX_OPEN_FILES = 512  # written-but-uncommitted files held open by one batch
 
 
 class Transform(Protocol):
@@ -275,26 +276,48 @@ class DeliveryWorker:
 
     # -- the disk batch (runs on the delivery thread) ---------------------------------------
     def _deliver_batch(self, items: Sequence[_Item]) -> list[BaseException | None]:
-        results: list[BaseException | None] = []
-        touched: dict[str, list[int]] = {}
+        """Deliver a batch in phases: write every file, flush and rename them, flush dirs.
+
+        Writing all files before the first flush lets one journal commit cover
+        many of them; each ``new/`` is flushed once per batch. A message counts as
+        delivered only when all of its files are renamed and their directories
+        flushed; only then is it released from the queue.
+        """
+        results: list[BaseException | None] = [None] * len(items)
+        pending: list[tuple[int, maildir.Pending]] = []
+        touched: dict[str, set[int]] = {}
+
+        def commit_pending() -> None:
+            for index, file in pending:
+                if results[index] is not None:
+                    maildir.abandon(file)
+                    continue
+                try:
+                    maildir.commit(file, fsync=self.fsync)
+                except OSError as error:
+                    results[index] = error
+                    continue
+                touched.setdefault(file.mailbox, set()).add(index)
+            pending.clear()
+
         for index, item in enumerate(items):
             try:
                 envelope, content = item.envelope, item.content
                 if envelope is None or content is None:
                     envelope, content = self.spool.load(item.where)
-                for mailbox in self._deliver_one(envelope, content, item.check):
-                    touched.setdefault(mailbox, []).append(index)
-                results.append(None)
+                pending.extend((index, f) for f in self._write_one(envelope, content, item.check))
             except FileNotFoundError:
-                results.append(None)  # delivered and removed by an earlier run
+                pass  # the segment is gone: delivered and released by an earlier run
             except SpoolCorrupt as error:
                 # Counted as done: the segment goes to corrupt/ when its last good
                 # record is delivered, for a human to look at.
                 log.error("queued message %s is corrupt (%s)", item.where.queue_id, error)
                 self.spool.mark_damaged(item.where.segment)
-                results.append(None)
             except OSError as error:
-                results.append(error)
+                results[index] = error
+            if len(pending) >= _MAX_OPEN_FILES:
+                commit_pending()
+        commit_pending()
         if self.fsync:
             for mailbox, indexes in touched.items():
                 try:
@@ -307,35 +330,38 @@ class DeliveryWorker:
                 self.spool.release(item.where)
         return results
 
-    def _deliver_one(self, envelope: Envelope, content: bytes, check: bool) -> list[str]:
-        """Write one message into each distinct mailbox; returns the mailboxes written."""
-        written: list[str] = []
+    def _write_one(self, envelope: Envelope, content: bytes, check: bool) -> list[maildir.Pending]:
+        """Write one message into ``tmp/`` of each distinct mailbox (not yet committed)."""
+        files: list[maildir.Pending] = []
         seen: set[str] = set()
         index = 0
-        for address, mailbox in zip(envelope.recipients, envelope.mailboxes, strict=True):
-            if mailbox in seen:  # RCPT TO the same mailbox twice: one copy, like Postfix
-                continue
-            seen.add(mailbox)
-            name = maildir.message_name(envelope.received, envelope.queue_id, index, self.hostname)
-            index += 1
-            if check and maildir.already_delivered(self.mail_root, mailbox, name):
-                continue
-            headers = maildir.trace_headers(
-                sender=envelope.sender,
-                recipient=address,
-                helo=envelope.helo,
-                peer=envelope.peer,
-                host=self.hostname,
-                queue_id=envelope.queue_id,
-                esmtp=envelope.esmtp,
-                received=envelope.received,
-            )
-            maildir.deliver(
-                self.mail_root, mailbox, name, (headers, content),
-                fsync=self.fsync, sync_dir=False,
-            )
-            written.append(mailbox)
-        return written
+        try:
+            for address, mailbox in zip(envelope.recipients, envelope.mailboxes, strict=True):
+                if mailbox in seen:  # RCPT TO the same mailbox twice: one copy, like Postfix
+                    continue
+                seen.add(mailbox)
+                name = maildir.message_name(
+                    envelope.received, envelope.queue_id, index, self.hostname
+                )
+                index += 1
+                if check and maildir.already_delivered(self.mail_root, mailbox, name):
+                    continue
+                headers = maildir.trace_headers(
+                    sender=envelope.sender,
+                    recipient=address,
+                    helo=envelope.helo,
+                    peer=envelope.peer,
+                    host=self.hostname,
+                    queue_id=envelope.queue_id,
+                    esmtp=envelope.esmtp,
+                    received=envelope.received,
+                )
+                files.append(maildir.write_tmp(self.mail_root, mailbox, name, (headers, content)))
+        except BaseException:
+            for file in files:
+                maildir.abandon(file)
+            raise
+        return files
 
 
 def _write_file(path: Path, data: bytes, fsync: bool) -> None:

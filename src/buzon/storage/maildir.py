@@ -28,14 +28,19 @@ import os
 import stat
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from buzon.smtp.syntax import mailbox_name
 
 __all__ = [
     "UnsafePath",
+    "Pending",
+    "abandon",
     "already_delivered",
+    "commit",
     "deliver",
+    "write_tmp",
     "mailbox_path",
     "message_name",
     "sync_new",
@@ -81,10 +86,15 @@ def mailbox_path(root: Path, mailbox: str) -> Path:
     return path
 
 
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)  # lstat: a symlink is not a real dir
+    except FileNotFoundError:
+        return False
+
+
 def _ensure_maildir(path: Path) -> None:
-    if os.path.isdir(path / "new") and os.path.isdir(path / "tmp"):
-        if os.path.islink(path / "new") or os.path.islink(path / "tmp"):
-            raise UnsafePath(f"{path} has a symlinked tmp/ or new/")
+    if _is_real_dir(path / "new") and _is_real_dir(path / "tmp"):
         return
     for sub in _SUBDIRS:
         try:
@@ -131,54 +141,99 @@ def trace_headers(
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
 
 
+@dataclass(slots=True)
+class Pending:
+    """A message written into ``tmp/`` (not yet flushed), waiting for :func:`commit`."""
+
+    fd: int
+    tmp: Path
+    final: Path
+    mailbox: str
+
+
+def write_tmp(root: Path, mailbox: str, name: str, parts: Iterable[bytes]) -> Pending:
+    """First half of a delivery: create ``tmp/<name>`` and write the message into it.
+
+    Splitting the delivery lets a batch write every file first and flush them
+    afterwards, so one journal commit covers many files.
+
+    Raises:
+        UnsafePath: see :func:`mailbox_path`.
+        OSError: the partial file is removed.
+    """
+    folder = mailbox_path(root, mailbox)
+    _ensure_maildir(folder)
+    tmp = folder / "tmp" / name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        chunks = [memoryview(p) for p in parts]
+        while chunks:
+            written = os.writev(fd, chunks)
+            while chunks and written >= len(chunks[0]):
+                written -= len(chunks[0])
+                chunks.pop(0)
+            if chunks and written:
+                chunks[0] = chunks[0][written:]
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    return Pending(fd, tmp, folder / "new" / name, mailbox)
+
+
+def commit(pending: Pending, *, fsync: bool = True) -> None:
+    """Second half: flush the file, close it, rename it into ``new/``.
+
+    The caller flushes ``new/`` afterwards (:func:`sync_new`), once per mailbox.
+
+    Raises:
+        OSError: the tmp file is removed; nothing is left in ``new/``.
+    """
+    try:
+        try:
+            if fsync:
+                os.fsync(pending.fd)
+        finally:
+            os.close(pending.fd)
+        os.rename(pending.tmp, pending.final)
+    except BaseException:
+        _unlink_quietly(pending.tmp)
+        raise
+
+
+def abandon(pending: Pending) -> None:
+    """Drop a written-but-uncommitted file (its message failed elsewhere)."""
+    try:
+        os.close(pending.fd)
+    except OSError:
+        pass
+    _unlink_quietly(pending.tmp)
+
+
 def deliver(
     root: Path, mailbox: str, name: str, parts: Iterable[bytes], *, fsync: bool = True,
-    sync_dir: bool = True,
 ) -> Path:
     """Write one message into ``<root>/<mailbox>/new/<name>`` the Maildir way.
 
-    Args:
-        root: the mail root.
-        mailbox: a vetted mailbox name.
-        name: the file name (see :func:`message_name`).
-        parts: byte strings written in order (trace headers, then the message).
-        fsync: flush the file before the rename (and the directory after it).
-        sync_dir: flush ``new/`` here; a caller delivering many messages passes
-            False and calls :func:`sync_new` once per mailbox instead.
-
-    Returns:
-        The path in ``new/``.
+    ``tmp/`` → flush → rename into ``new/`` → flush ``new/``.
 
     Raises:
         UnsafePath: see :func:`mailbox_path`.
         OSError: disk full, read-only file system, permissions: nothing is left in
             ``new/``; a partial file in ``tmp/`` is removed.
     """
-    folder = mailbox_path(root, mailbox)
-    _ensure_maildir(folder)
-    tmp = folder / "tmp" / name
-    final = folder / "new" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    pending = write_tmp(root, mailbox, name, parts)
+    commit(pending, fsync=fsync)
+    if fsync:
+        sync_new(root, mailbox)
+    return pending.final
+
+
+def _unlink_quietly(path: Path) -> None:
     try:
-        try:
-            for part in parts:
-                view = memoryview(part)
-                while view:
-                    view = view[os.write(fd, view):]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if fsync and sync_dir:
-        _fsync_dir(folder / "new")
-    return final
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def sync_new(root: Path, mailbox: str) -> None:
