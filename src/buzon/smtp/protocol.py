@@ -13,7 +13,8 @@ commands in order for free. We change:
   noted so the idle timer measures silence, not command gaps (aiosmtpd resets
   it only per command, which would cut off a slow but live DATA transfer).
 * ``_timeout_cb``: say ``421 4.4.2`` before closing (aiosmtpd just closes).
-* ``smtp_DATA``: a deadline for the whole transfer (``data_timeout``).
+* ``smtp_DATA``: the body is read in large chunks (:mod:`buzon.smtp.dataread`)
+  rather than line by line, under a deadline for the whole transfer.
 * ``smtp_MAIL`` / ``smtp_RCPT``: parsed by the pure :mod:`buzon.smtp.syntax`
   (null sender accepted, seed error codes, SIZE, recipient limit, mailbox
   safety) instead of aiosmtpd's parser, which refuses ``MAIL FROM:<>``.
@@ -38,7 +39,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 
 from buzon.accesslog import AccessLog, format_peer
 from buzon.metrics.counters import Counters
-from buzon.smtp import replies
+from buzon.smtp import dataread, replies
 from buzon.smtp.syntax import SyntaxFault, UnsafeMailbox, mailbox_name, parse_mail, parse_rcpt
 
 __all__ = ["BuzonEnvelope", "BuzonSMTP", "Hub", "Limits", "refuse_busy"]
@@ -185,6 +186,14 @@ class BuzonSMTP(SMTP):
         self.say_and_close(replies.TIMEOUT.format(self.hostname))
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push(replies.NEED_RCPT)
+            return
+        if arg:
+            await self.push(replies.DATA_SYNTAX)
+            return
+        await self.push(replies.DATA_GO)
         # The idle timer resets on every byte, so a client dripping one byte a
         # minute would hold its slot forever; DATA as a whole gets a deadline.
         timer = self.loop.call_later(
@@ -192,10 +201,23 @@ class BuzonSMTP(SMTP):
             self.say_and_close,
             replies.DATA_TIMEOUT.format(self.hostname),
         )
+        limit = self.data_size_limit or 0
         try:
-            await super().smtp_DATA(arg)
+            raw, too_big = await dataread.read_raw(self._reader, limit)
+        except asyncio.IncompleteReadError:
+            # The client went away mid-DATA: end the session quietly, nothing stored.
+            raise asyncio.CancelledError from None
         finally:
             timer.cancel()
+        result = str(replies.TOO_BIG) if too_big else dataread.finish(raw, max_size=limit)
+        if isinstance(result, str):
+            self._set_post_data_state()
+            await self.push(result)
+            return
+        self.envelope.content = self.envelope.original_content = result
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         return False

@@ -57,11 +57,19 @@ class BatchThread(Generic[T, R]):
         self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
         self._thread.start()
 
-    async def stop(self) -> None:
-        """Finish what was submitted, then end the thread."""
+    async def stop(self, *, drain: bool = True) -> None:
+        """End the thread after the batch in progress and, if ``drain``, all submitted.
+
+        Items not run are cancelled (their futures say so).
+        """
         with self._cv:
             self._closing = True
+            dropped = [] if drain else self._items[:]
+            if not drain:
+                self._items.clear()
             self._cv.notify()
+        for _, future in dropped:
+            future.cancel()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None

@@ -135,7 +135,7 @@ class DeliveryWorker:
             self._dispatch(_Item(where, check=True))
 
     async def stop(self) -> None:
-        """Stop retries and transforms; deliveries already handed to the disk finish."""
+        """Stop retries, transforms and deliveries; the batch being written finishes."""
         self._stopping = True
         for timer in self._timers.values():
             timer.cancel()
@@ -143,7 +143,8 @@ class DeliveryWorker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._disk.stop()
+        # A backlog stays queued on disk for the next start: shutdown must be quick.
+        await self._disk.stop(drain=False)
 
     def submit(self, where: Location, envelope: Envelope | None = None,
                content: bytes | None = None) -> None:

@@ -64,3 +64,25 @@ def test_submit_after_stop_is_refused() -> None:
             worker.submit(1)
 
     asyncio.run(main())
+
+
+def test_stop_without_drain_cancels_what_waits() -> None:
+    gate = threading.Event()
+
+    def run(items: Sequence[int]) -> list[int | BaseException]:
+        gate.wait(5)
+        return list(items)
+
+    async def main() -> tuple[int, bool]:
+        worker: BatchThread[int, int] = BatchThread("t", run)
+        worker.start()
+        first = worker.submit(1)
+        await asyncio.sleep(0.05)  # 1 is being run
+        waiting = worker.submit(2)
+        stopping = asyncio.create_task(worker.stop(drain=False))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await stopping
+        return await first, waiting.cancelled()
+
+    assert asyncio.run(main()) == (1, True)

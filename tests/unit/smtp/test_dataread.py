@@ -1,0 +1,83 @@
+"""The DATA reader: terminator rules, pipelined leftovers, limits, fed whole or byte by byte."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from buzon.smtp import replies
+from buzon.smtp.dataread import finish, read_raw
+
+CASES = [
+    # (stream after "DATA\r\n", raw body, bytes left for the command loop)
+    (b".\r\n", b"", b""),
+    (b".\r\nQUIT\r\n", b"", b"QUIT\r\n"),
+    (b"\r\n.\r\n", b"\r\n", b""),
+    (b"a\r\n.\r\n", b"a\r\n", b""),
+    (b"a\r\n.\r\nNOOP\r\nQUIT\r\n", b"a\r\n", b"NOOP\r\nQUIT\r\n"),
+    (b"..x\r\n.\r\n", b"..x\r\n", b""),
+    (b"a\r\n..\r\nb\r\n.\r\n", b"a\r\n..\r\nb\r\n", b""),
+    # A bare LF before the dot does not end DATA (SMTP smuggling).
+    (b"a\n.\r\nb\r\n.\r\n", b"a\n.\r\nb\r\n", b""),
+    (b"a\r\n.\nb\r\n.\r\n", b"a\r\n.\nb\r\n", b""),
+]
+
+
+async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None
+                ) -> tuple[bytes, bool, bytes]:
+    reader = asyncio.StreamReader(limit=1001)
+
+    async def feed() -> None:
+        chunks = [stream[i:i + step] for i in range(0, len(stream), step)] if step else [stream]
+        for chunk in chunks:
+            reader.feed_data(chunk)
+            await asyncio.sleep(0)
+
+    feeder = asyncio.create_task(feed())
+    raw, too_big = await asyncio.wait_for(read_raw(reader, max_size), 5)
+    await feeder
+    rest = reader._buffer  # type: ignore[attr-defined]
+    return raw, too_big, bytes(rest)
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 3])
+@pytest.mark.parametrize(("stream", "raw", "rest"), CASES)
+def test_terminator_found_whole_or_byte_by_byte(
+    stream: bytes, raw: bytes, rest: bytes, step: int | None
+) -> None:
+    assert asyncio.run(_read(stream, step=step)) == (raw, False, rest)
+
+
+def test_too_big_is_drained_to_the_terminator_with_bounded_memory() -> None:
+    stream = b"x" * 50 + b"\r\n" + b"y" * 5000 + b"\r\n.\r\nQUIT\r\n"
+    raw, too_big, rest = asyncio.run(_read(stream, max_size=100, step=7))
+    assert (raw, too_big, rest) == (b"", True, b"QUIT\r\n")
+
+
+def test_eof_before_the_terminator_raises() -> None:
+    async def main() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"half a message\r\n")
+        reader.feed_eof()
+        await read_raw(reader, 1000)
+
+    with pytest.raises(asyncio.IncompleteReadError):
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("raw", "out"),
+    [
+        (b"", b""),
+        (b"..x\r\n", b".x\r\n"),
+        (b".x\r\n", b"x\r\n"),
+        (b"a\r\n..\r\n...b\r\n", b"a\r\n.\r\n..b\r\n"),
+        (b"a\n.b\r\n", b"a\n.b\r\n"),  # not a line start: CRLF only
+        (b"x" * 999 + b"\r\n", b"x" * 999 + b"\r\n"),
+        (b"x" * 1000 + b"\r\n", str(replies.LINE_TOO_LONG)),
+        (b"y" * 2000, str(replies.TOO_BIG)),
+    ],
+)
+def test_finish_unstuffs_and_checks(raw: bytes, out: bytes | str) -> None:
+    assert finish(raw, max_size=1500) == out
