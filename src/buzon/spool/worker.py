@@ -101,6 +101,7 @@ class DeliveryWorker:
         failure_policy: str = "deliver",
         first_backoff: float = 1.0,
         transform_concurrency: int = 8,
+        delivery_threads: int = 2,
         max_cached_bytes: int = 64 << 20,
         fsync: bool = True,
         clock: Any = time.time,
@@ -122,7 +123,12 @@ class DeliveryWorker:
         self._inflight: dict[str, _Item] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._disk: BatchThread[_Item, None] = BatchThread("delivery", self._deliver_batch)
+        # Several delivery threads: creating files is kernel work that runs in
+        # parallel on several cores (the GIL is released in each syscall).
+        self._disks: list[BatchThread[_Item, None]] = [
+            BatchThread(f"delivery-{n}", self._deliver_batch) for n in range(delivery_threads)
+        ]
+        self._next_disk = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
@@ -130,7 +136,8 @@ class DeliveryWorker:
     # -- lifecycle -------------------------------------------------------------------
     def start(self, recovered: Sequence[Location]) -> None:
         """Start delivering; ``recovered`` messages are checked for past deliveries."""
-        self._disk.start()
+        for disk in self._disks:
+            disk.start()
         for where in recovered:
             self._dispatch(_Item(where, check=True))
 
@@ -144,7 +151,7 @@ class DeliveryWorker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # A backlog stays queued on disk for the next start: shutdown must be quick.
-        await self._disk.stop(drain=False)
+        await asyncio.gather(*(disk.stop(drain=False) for disk in self._disks))
 
     def submit(self, where: Location, envelope: Envelope | None = None,
                content: bytes | None = None) -> None:
@@ -185,7 +192,9 @@ class DeliveryWorker:
             self._to_disk(item)
 
     def _to_disk(self, item: _Item) -> None:
-        self._disk.submit(item).add_done_callback(
+        disk = self._disks[self._next_disk]
+        self._next_disk = (self._next_disk + 1) % len(self._disks)
+        disk.submit(item).add_done_callback(
             lambda future: self._delivered(item, future)
         )
 
