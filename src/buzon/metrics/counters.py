@@ -1,6 +1,6 @@
 """The server's counters (SPEC §5) and their saturating view for the wire.
 
-Definitions, as documented in docs/operations.md:
+Definitions, as documented in docs/metrics.md:
 
 - ``historic_connections``: TCP connections the SMTP listener ever accepted.
 - ``concurrent_connections``: SMTP connections open right now (not persisted).

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class Server:
         self._monitor: list[asyncio.BaseTransport] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._save_lock = threading.Lock()
         self.hub: Hub | None = None
         self.worker: DeliveryWorker | None = None
         self.switch: TransformSwitch | None = None
@@ -201,22 +203,30 @@ class Server:
         assert self.switch is not None
         return {"counters": self.counters.snapshot(), "transform_enabled": self.switch.enabled}
 
+    def _save(self) -> dict[str, Any]:
+        """Write the state file; the state is read under the lock, at write time.
+
+        One lock serialises every writer (the switch, the snapshot, shutdown), so a
+        snapshot that started before an operator's switch cannot write the old
+        value after it, and two writers never share the temporary file.
+        """
+        with self._save_lock:
+            state = self._state()
+            save_state(self.state_path, state, fsync=self.settings.fsync)
+            return state
+
     def _switch_changed(self, enabled: bool) -> None:
-        # An operator's switch is saved at once, not at the next tick.
+        # An operator's switch is saved at once, before the monitor replies.
         log.info("transforms %s by the monitor", "enabled" if enabled else "disabled")
-        save_state(self.state_path, self._state(), fsync=self.settings.fsync)
+        self._save()
 
     async def _snapshot_loop(self) -> None:
         last: dict[str, Any] | None = None
         while True:
             await asyncio.sleep(_SNAPSHOT_INTERVAL)
-            state = self._state()
-            if state != last:
+            if self._state() != last:
                 try:
-                    await asyncio.to_thread(
-                        save_state, self.state_path, state, fsync=self.settings.fsync
-                    )
-                    last = state
+                    last = await asyncio.to_thread(self._save)
                 except OSError as error:
                     log.warning("cannot save metrics to %s: %s", self.state_path, error)
 
@@ -263,8 +273,7 @@ class Server:
         for transport in self._monitor:
             transport.close()
         if self.switch is not None:
-            await asyncio.to_thread(save_state, self.state_path, self._state(),
-                                    fsync=self.settings.fsync)
+            await asyncio.to_thread(self._save)
         if hub is not None:
             hub.access.close()
         log.info("buzon stopped, pid %d", os.getpid())

@@ -47,6 +47,11 @@ class TransformSwitch:
         """
         if on and not self._configured:
             raise NoTransformConfigured("no transform program defined")
-        changed, self._enabled = bool(on) != self._enabled, bool(on)
-        if changed and self._on_change is not None:
-            self._on_change(self._enabled)
+        old, self._enabled = self._enabled, bool(on)
+        if old != self._enabled and self._on_change is not None:
+            try:
+                self._on_change(self._enabled)
+            except BaseException:
+                # Not saved: keep answering (and running) what a restart would restore.
+                self._enabled = old
+                raise
