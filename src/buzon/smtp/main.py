@@ -15,11 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_server_settings(sys.argv[1:] if argv is None else argv)
     setup_logging(settings.log_level)
     from buzon.monitor.token import TokenError
-    from buzon.smtp.server import Server  # after logging, so import-time warnings are formatted
+    from buzon.smtp.server import ConfigError, Server  # after logging: warnings are formatted
 
     try:
         return Server(settings).run()
-    except TokenError as error:
+    except (TokenError, ConfigError) as error:
         print(f"buzon: configuration error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

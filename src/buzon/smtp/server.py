@@ -40,9 +40,13 @@ from buzon.spool.queue import Spool
 from buzon.spool.worker import DeliveryWorker
 from buzon.transform.switch import TransformSwitch
 
-__all__ = ["Server"]
+__all__ = ["ConfigError", "Server"]
 
 log = logging.getLogger(__name__)
+
+class ConfigError(Exception):
+    """A setting that validated alone but cannot be used (e.g. an unparsable transform)."""
+
 
 _SNAPSHOT_INTERVAL = 1.0  # seconds: the most counter updates a hard crash can lose
 _SKIPPABLE_BIND = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
@@ -136,13 +140,18 @@ class Server:
             return None
         from buzon.transform.runner import build_transforms
 
-        return build_transforms(
-            s.transform,
-            s.transform_sidecars,
-            spool_root=spool_root,
-            timeout=s.transform_timeout,
-            max_output=s.max_message_size * 2,
-        )
+        try:
+            return build_transforms(
+                s.transform,
+                s.transform_sidecars,
+                spool_root=spool_root,
+                timeout=s.transform_timeout,
+                max_output=s.max_message_size * 2,
+                fsync=s.fsync,
+            )
+        except ValueError as error:
+            name = "BUZON_TRANSFORM_SIDECARS" if s.transform_sidecars else "BUZON_TRANSFORM"
+            raise ConfigError(f"{name}: {error}") from None
 
     async def _bind_all(self, hosts: tuple[str, ...], port: int, bind: Any) -> list[Any]:
         """Bind each host; with port 0 the later hosts reuse the first one's port."""

@@ -1,0 +1,158 @@
+"""Transforms inside the real server: tac byte-exact, the monitor switch, chains, failures.
+
+The transform runner and sidecar have their own tests; these check what the
+delivery worker does with them: which bytes reach the Maildir, when, and what
+the failure policy does when a transform will not work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from helpers import (
+    LineClient,
+    RunningServer,
+    body_of,
+    code,
+    free_port,
+    maildir_files,
+    server_process,
+)
+
+from buzon.monitor import Command
+from buzon.monitor.wire import Request, decode_response, encode_request
+
+MESSAGE = b"Subject: order\r\nX-Line: 1\r\n\r\nfirst\r\nsecond\r\nthird\r\n"
+REVERSED = b"third\r\nsecond\r\nfirst\r\n\r\nX-Line: 1\r\nSubject: order\r\n"
+
+
+def _send(port: int, rcpts: list[str], data: bytes = MESSAGE) -> str:
+    with LineClient(port) as c:
+        c.reply()
+        c.cmd("EHLO me")
+        c.cmd("MAIL FROM:<a@example.org>")
+        for rcpt in rcpts:
+            assert code(c.cmd(f"RCPT TO:<{rcpt}>")) == "250 2.1.5"
+        c.cmd("DATA")
+        c.send(data)
+        reply = c.cmd(".")
+        assert code(reply) == "250 2.0.0", reply
+        return reply.rsplit(" ", 1)[1]
+
+
+def _switch(monitor_port: int, command: Command) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", monitor_port))
+        sock.send(encode_request(Request(request_id=7, token=b"t0k3n-ok", command=command)))
+        response = decode_response(sock.recv(64))
+    assert response.status == 0, response
+    return bool(response.data[0])
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_local_tac_reverses_the_lines_byte_exact(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server(transform="tac")
+    _send(server.port, ["rev@example.org", "rev2@example.org"])
+    server.wait_idle()
+    for box in ("rev", "rev2"):
+        (path,) = maildir_files(server.mail_root, box)
+        assert body_of(path) == REVERSED
+    assert server.server.counters.transform_ok == 1  # once per message, not per recipient
+
+
+def test_the_monitor_switch_turns_transforms_off_and_on(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(transform="tac")
+    assert _switch(server.monitor_port, Command.TRANSFORM_DISABLE) is False
+    _send(server.port, ["off@example.org"])
+    server.wait_idle()
+    assert _switch(server.monitor_port, Command.TRANSFORM_ENABLE) is True
+    _send(server.port, ["on@example.org"])
+    server.wait_idle()
+    assert body_of(maildir_files(server.mail_root, "off")[0]) == MESSAGE
+    assert body_of(maildir_files(server.mail_root, "on")[0]) == REVERSED
+
+
+def test_a_chain_of_two_runs_in_order(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server(transform="tac | tr a-z A-Z")
+    _send(server.port, ["chain@example.org"])
+    server.wait_idle()
+    assert body_of(maildir_files(server.mail_root, "chain")[0]) == REVERSED.upper()
+
+
+def test_a_failing_transform_is_retried_then_the_original_delivered_with_a_header(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(transform="false", transform_retry_window=1.0, retry_backoff=0.1)
+    queue_id = _send(server.port, ["policy@example.org"])
+    time.sleep(0.5)
+    assert maildir_files(server.mail_root, "policy") == []  # still retrying
+    server.wait_idle()
+    (path,) = maildir_files(server.mail_root, "policy")
+    data = body_of(path)
+    assert data.startswith(b"X-Buzon-Transform: failed; kind=exit;")
+    assert data.split(b"\r\n", 1)[1] == MESSAGE
+    assert f"Q{queue_id}R0" in path.name
+    counters = server.server.counters
+    assert counters.transform_failed >= 2 and counters.transform_retried >= 1
+    assert counters.transform_fallback == 1 and counters.transform_ok == 0
+
+
+def test_a_slow_transform_times_out_and_counts_as_a_failure(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(
+        transform="sleep 5", transform_timeout=0.3, transform_retry_window=0.5, retry_backoff=0.1
+    )
+    _send(server.port, ["slow@example.org"])
+    server.wait_idle()
+    (path,) = maildir_files(server.mail_root, "slow")
+    assert body_of(path).startswith(b"X-Buzon-Transform: failed; kind=timeout;")
+
+
+def test_hold_keeps_the_message_until_the_operator_acts(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(
+        transform="false", transform_retry_window=0.2, transform_failure_policy="hold",
+        retry_backoff=0.1,
+    )
+    _send(server.port, ["held@example.org"])
+    time.sleep(1.5)
+    assert maildir_files(server.mail_root, "held") == []
+    assert server.server.counters.transform_fallback == 0
+    # The operator switches transforms off: the held message goes out untouched.
+    _switch(server.monitor_port, Command.TRANSFORM_DISABLE)
+    assert _wait(lambda: len(maildir_files(server.mail_root, "held")) == 1, timeout=30)
+    assert body_of(maildir_files(server.mail_root, "held")[0]) == MESSAGE
+
+
+def test_sigkill_during_a_transform_delivers_once_after_restart(tmp_path: Path) -> None:
+    """Deterministic crash recovery: the message is provably still queued when killed."""
+    data, port = tmp_path / "data", free_port()
+    with server_process(data, port, "-T", "sleep 60") as proc:
+        queue_id = _send(port, ["crash1@example.org", "crash2@example.org"])
+        proc.kill()
+    assert maildir_files(data / "mail", "crash1") == []
+    with server_process(data, port, env={"BUZON_TRANSFORM_ENABLED": "false"}) as proc:
+        # The switch was never used, so the setting decides: off, deliver as is.
+        assert _wait(lambda: len(maildir_files(data / "mail", "crash2")) == 1)
+        assert _wait(lambda: not any((data / "spool" / "queue").iterdir()))
+        proc.terminate()
+    for box in ("crash1", "crash2"):
+        (path,) = maildir_files(data / "mail", box)
+        assert f"Q{queue_id}R" in path.name and body_of(path) == MESSAGE
