@@ -1,0 +1,80 @@
+"""Transforms: external programs run on each queued message before delivery (SPEC §4).
+
+``buzon.transform.protocol`` is the sans-IO sidecar handoff format,
+``buzon.transform.runner`` runs transforms on the smtp side (a local program, a
+sidecar, a chain), ``buzon.transform.sidecar`` is the ``buzon-sidecar`` server and
+``buzon.transform.switch`` the run-time on/off switch. This package re-exports
+what the server and tests use; the sidecar server is imported from its module.
+"""
+
+from buzon.transform.protocol import (
+    MAX_LINE,
+    BadField,
+    BadVersion,
+    ErrorKind,
+    ErrorReply,
+    HealthOk,
+    HealthRequest,
+    LineTooLong,
+    NotJSON,
+    Op,
+    PathRefused,
+    ProtocolError,
+    TransformOk,
+    TransformRequest,
+    UnknownOp,
+    UnknownStatus,
+    confine,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    relativize,
+)
+from buzon.transform.runner import (
+    RETRYABLE,
+    Chain,
+    LocalCommand,
+    SidecarTransform,
+    Transform,
+    TransformError,
+    build_transforms,
+    health,
+    parse_address,
+    run_command,
+)
+
+__all__ = [
+    "MAX_LINE",
+    "RETRYABLE",
+    "BadField",
+    "BadVersion",
+    "Chain",
+    "ErrorKind",
+    "ErrorReply",
+    "HealthOk",
+    "HealthRequest",
+    "LineTooLong",
+    "LocalCommand",
+    "NotJSON",
+    "Op",
+    "PathRefused",
+    "ProtocolError",
+    "SidecarTransform",
+    "Transform",
+    "TransformError",
+    "TransformOk",
+    "TransformRequest",
+    "UnknownOp",
+    "UnknownStatus",
+    "build_transforms",
+    "confine",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "health",
+    "parse_address",
+    "relativize",
+    "run_command",
+]

@@ -1,0 +1,453 @@
+"""The transform-sidecar protocol ("sidecar handoff"): JSON lines in, typed values out.
+
+Theory of operation
+-------------------
+The smtp container and a transform sidecar share one volume. The server writes a
+queued message into the spool, then names it to the sidecar over TCP; the
+sidecar runs its program on the file and writes the result next to it. Only
+*paths* cross the wire, never message bytes, so a request is tiny whatever the
+message size, and the transformed bytes never sit in a socket buffer.
+
+Framing: one connection per request. The client sends one line, the server
+answers one line and closes. A line is one JSON object, UTF-8 (we emit pure
+ASCII), terminated by ``\\n`` and at most :data:`MAX_LINE` bytes including the
+newline; a longer line is refused (:class:`LineTooLong`) before it is parsed::
+
+    → {"v":1,"op":"transform","input":"work/ID.in","output":"work/ID.out"}
+    ← {"v":1,"status":"ok","size":2048,"ms":3.1}
+    ← {"v":1,"status":"error","kind":"timeout","detail":"tac ran past 30 s; killed"}
+
+    → {"v":1,"op":"health"}
+    ← {"v":1,"status":"ok","command":["tac"],"busy":0,"limit":4,"queued":0}
+
+Paths are relative to the spool root each side knows (``/var/lib/buzon/spool`` in
+every container), so the two mounts need not agree on absolute paths.
+:func:`confine` is how the sidecar turns one into a file it may touch, refusing
+anything that would land outside the root (absolute, ``..``, NUL, a symlink
+that escapes); :func:`relativize` is the client's inverse.
+
+Decoders check in a fixed order and raise the first failure, one class per
+fault, each carrying the error ``kind`` a reply would use (h11's
+``error_status_hint``): line length, JSON object, version, op/status, fields.
+Unknown extra keys are ignored, so a later minor addition does not break an
+older peer; a changed meaning gets a new ``v``.
+
+Nothing here opens a socket, reads a clock or logs. :func:`confine` and
+:func:`relativize` are the only functions that touch the file system, and only
+to resolve symlinks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+__all__ = [
+    "MAX_DETAIL",
+    "MAX_LINE",
+    "VERSION",
+    "BadField",
+    "BadVersion",
+    "ErrorKind",
+    "ErrorReply",
+    "HealthOk",
+    "HealthRequest",
+    "LineTooLong",
+    "NotJSON",
+    "Op",
+    "PathRefused",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "TransformOk",
+    "TransformRequest",
+    "UnknownOp",
+    "UnknownStatus",
+    "confine",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "relativize",
+]
+
+VERSION = 1
+#: Longest line either side accepts, newline included.
+MAX_LINE = 4096
+#: Longest error detail sent. After sanitising it is printable ASCII, which JSON
+#: escapes to at most twice its length, so an error reply always fits MAX_LINE.
+MAX_DETAIL = 1000
+
+
+class Op(StrEnum):
+    """Request operations."""
+
+    TRANSFORM = "transform"
+    HEALTH = "health"
+
+
+class ErrorKind(StrEnum):
+    """Why a request failed, as the sidecar reports it."""
+
+    TIMEOUT = "timeout"
+    """The program ran past the sidecar's timeout and was killed."""
+    EXIT = "exit"
+    """The program exited non-zero or was killed by a signal."""
+    OVERSIZE = "oversize"
+    """The program's output passed the size limit; it was killed."""
+    PATH = "path"
+    """A path is outside the spool root, or the input is missing or not a file."""
+    BUSY = "busy"
+    """Every slot and queue place is taken (or this output is being written)."""
+    BAD_REQUEST = "bad-request"
+    """The request line did not decode."""
+    INTERNAL = "internal"
+    """Anything else on the sidecar's side (an I/O error, a bug)."""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ProtocolError(ValueError):
+    """Malformed protocol line."""
+
+    #: The error kind a reply to this fault carries.
+    kind: ErrorKind = ErrorKind.BAD_REQUEST
+
+    def __init__(self, detail: str | None = None) -> None:
+        # dnspython's convention: the class docstring is the default message.
+        super().__init__(detail or (self.__doc__ or "").strip())
+
+
+class LineTooLong(ProtocolError):
+    """Line longer than 4096 bytes."""
+
+
+class NotJSON(ProtocolError):
+    """Not a JSON object on one UTF-8 line."""
+
+
+class BadVersion(ProtocolError):
+    """Unsupported protocol version (expected "v":1)."""
+
+
+class UnknownOp(ProtocolError):
+    """Unknown "op"."""
+
+
+class UnknownStatus(ProtocolError):
+    """Unknown "status"."""
+
+
+class BadField(ProtocolError):
+    """Missing or invalid field."""
+
+
+class PathRefused(ProtocolError):
+    """Path outside the spool root."""
+
+    kind = ErrorKind.PATH
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class TransformRequest:
+    """Run the program on one spooled file."""
+
+    input: str
+    """Message file, relative to the spool root."""
+    output: str
+    """Where the result goes, relative to the spool root (written atomically)."""
+
+    def __post_init__(self) -> None:
+        for name in ("input", "output"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise BadField(f"{name!r} must be a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRequest:
+    """Is the sidecar up, and what does it run?"""
+
+
+Request = TransformRequest | HealthRequest
+
+
+@dataclass(frozen=True, slots=True)
+class TransformOk:
+    """The output file is in place."""
+
+    size: int
+    """Bytes written to the output file."""
+    ms: float
+    """Milliseconds the sidecar spent on the request, queueing included."""
+
+    def __post_init__(self) -> None:
+        _check_count("size", self.size)
+        if not _is_number(self.ms) or not math.isfinite(self.ms) or self.ms < 0:
+            raise BadField("'ms' must be a non-negative number")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthOk:
+    """The sidecar answers; its command and load."""
+
+    command: tuple[str, ...]
+    """The program and arguments the sidecar runs."""
+    busy: int
+    """Requests running now."""
+    limit: int
+    """Requests that may run at once (``--concurrency``)."""
+    queued: int = 0
+    """Requests waiting for a slot."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.command, tuple) or not all(
+            isinstance(a, str) for a in self.command
+        ):
+            raise BadField("'command' must be a list of strings")
+        for name in ("busy", "limit", "queued"):
+            _check_count(name, getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """The request failed; ``kind`` says how, ``detail`` says what, for a human."""
+
+    kind: ErrorKind
+    """One of :class:`ErrorKind`."""
+    detail: str = ""
+    """Printable ASCII, at most :data:`MAX_DETAIL` characters (longer is cut)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ErrorKind):
+            raise BadField("'kind' must be an ErrorKind")
+        if not isinstance(self.detail, str):
+            raise BadField("'detail' must be a string")
+        # Details quote program stderr, which is arbitrary bytes: keep them one
+        # printable line so logs and the line-length bound stay honest.
+        clean = "".join(c if " " <= c <= "~" else "?" for c in self.detail)
+        object.__setattr__(self, "detail", clean[:MAX_DETAIL])
+
+
+Response = TransformOk | HealthOk | ErrorReply
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadField(f"{name!r} must be a non-negative integer")
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    line = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    data = line.encode("ascii") + b"\n"
+    if len(data) > MAX_LINE:
+        raise LineTooLong(f"encoded line is {len(data)} bytes, over {MAX_LINE}")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise NotJSON(f"{name} is not valid JSON")
+
+
+def _load(line: bytes) -> dict[str, Any]:
+    if len(line) > MAX_LINE:
+        raise LineTooLong()
+    body = line[:-1] if line.endswith(b"\n") else line
+    if b"\n" in body:
+        raise NotJSON("more than one line")
+    try:
+        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise NotJSON(f"not a JSON object: {error}") from None
+    if not isinstance(obj, dict):
+        raise NotJSON()
+    version = obj.get("v")
+    if type(version) is not int or version != VERSION:  # not true, not 1.0
+        raise BadVersion()
+    return obj
+
+
+def _str_field(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadField(f"{name!r} must be a non-empty string")
+    return value
+
+
+def encode_request(request: Request) -> bytes:
+    """Encode a request as one line.
+
+    Args:
+        request: a :class:`TransformRequest` or :class:`HealthRequest`.
+
+    Returns:
+        The JSON line, newline included, pure ASCII.
+
+    Raises:
+        LineTooLong: the paths make the line longer than :data:`MAX_LINE`.
+    """
+    if isinstance(request, TransformRequest):
+        return _dump(
+            {"v": VERSION, "op": Op.TRANSFORM.value, "input": request.input,
+             "output": request.output}
+        )
+    return _dump({"v": VERSION, "op": Op.HEALTH.value})
+
+
+def decode_request(line: bytes) -> Request:
+    """Decode one request line.
+
+    Args:
+        line: the line, its trailing newline optional.
+
+    Returns:
+        A :class:`TransformRequest` or :class:`HealthRequest`.
+
+    Raises:
+        LineTooLong, NotJSON, BadVersion, UnknownOp, BadField: the first fault
+            found, in that order; all are :class:`ProtocolError` of kind
+            ``bad-request``.
+    """
+    obj = _load(line)
+    op = obj.get("op")
+    if op == Op.TRANSFORM:
+        return TransformRequest(_str_field(obj, "input"), _str_field(obj, "output"))
+    if op == Op.HEALTH:
+        return HealthRequest()
+    raise UnknownOp(f"unknown op {op!r}" if isinstance(op, str) else None)
+
+
+def encode_response(response: Response) -> bytes:
+    """Encode a response as one line (``ms`` rounded to microseconds).
+
+    Args:
+        response: a :class:`TransformOk`, :class:`HealthOk` or :class:`ErrorReply`.
+
+    Returns:
+        The JSON line, newline included, pure ASCII.
+
+    Raises:
+        LineTooLong: a health reply whose command is too long to fit.
+    """
+    if isinstance(response, TransformOk):
+        return _dump(
+            {"v": VERSION, "status": "ok", "size": response.size, "ms": round(response.ms, 3)}
+        )
+    if isinstance(response, HealthOk):
+        return _dump(
+            {"v": VERSION, "status": "ok", "command": list(response.command),
+             "busy": response.busy, "limit": response.limit, "queued": response.queued}
+        )
+    return _dump(
+        {"v": VERSION, "status": "error", "kind": response.kind.value, "detail": response.detail}
+    )
+
+
+def decode_response(line: bytes, op: Op) -> Response:
+    """Decode one response line to the request ``op`` it answers.
+
+    Args:
+        line: the line, its trailing newline optional.
+        op: the operation of the request this answers; it decides what an
+            ``ok`` carries.
+
+    Returns:
+        A :class:`TransformOk` or :class:`HealthOk` (per ``op``), or an :class:`ErrorReply`.
+
+    Raises:
+        LineTooLong, NotJSON, BadVersion, UnknownStatus, BadField: the first
+            fault found, in that order.
+    """
+    obj = _load(line)
+    status = obj.get("status")
+    if status == "error":
+        try:
+            kind = ErrorKind(obj.get("kind"))
+        except ValueError:
+            raise BadField(f"unknown error kind {obj.get('kind')!r}") from None
+        detail = obj.get("detail", "")
+        if not isinstance(detail, str):
+            raise BadField("'detail' must be a string")
+        return ErrorReply(kind, detail)
+    if status != "ok":
+        raise UnknownStatus(f"unknown status {status!r}" if isinstance(status, str) else None)
+    if op == Op.HEALTH:
+        command = obj.get("command")
+        if not isinstance(command, list):
+            raise BadField("'command' must be a list of strings")
+        return HealthOk(tuple(command), obj.get("busy"), obj.get("limit"), obj.get("queued", 0))
+    return TransformOk(obj.get("size"), obj.get("ms"))
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def confine(root: Path | str, relative: str) -> Path:
+    """Resolve a protocol path against the spool root, refusing any escape.
+
+    Symlinks are resolved (``os.path.realpath``) before the check, so a link
+    inside the root that points outside it is refused too. The result may not
+    exist yet (an output path).
+
+    Args:
+        root: the spool root directory.
+        relative: a path from a request, relative to ``root``.
+
+    Returns:
+        The resolved absolute path, strictly inside the resolved root.
+
+    Raises:
+        PathRefused: NUL byte, empty, absolute, a ``..`` component, the root
+            itself, or a path that resolves outside the root.
+    """
+    if not isinstance(relative, str) or not relative:
+        raise PathRefused("empty path")
+    if "\x00" in relative:
+        raise PathRefused("path contains a NUL byte")
+    pure = PurePosixPath(relative)
+    if pure.is_absolute():
+        raise PathRefused(f"absolute path {relative!r}")
+    # Refused even when it would resolve inside: no legitimate client sends one.
+    if ".." in pure.parts:
+        raise PathRefused(f"'..' in path {relative!r}")
+    real_root = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(real_root / pure))
+    if target == real_root or not target.is_relative_to(real_root):
+        raise PathRefused(f"{relative!r} resolves outside the spool root")
+    return target
+
+
+def relativize(root: Path | str, path: Path | str) -> str:
+    """Express a file inside the spool root as a protocol path (the client side).
+
+    Args:
+        root: the spool root directory.
+        path: a file inside it (it need not exist yet).
+
+    Returns:
+        The POSIX path of ``path`` relative to ``root``, symlinks resolved.
+
+    Raises:
+        PathRefused: ``path`` is not strictly inside ``root``.
+    """
+    real_root = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(path))
+    if target == real_root or not target.is_relative_to(real_root):
+        raise PathRefused(f"{str(path)!r} is not inside the spool root {str(root)!r}")
+    return target.relative_to(real_root).as_posix()
