@@ -156,3 +156,18 @@ def test_sigkill_during_a_transform_delivers_once_after_restart(tmp_path: Path) 
     for box in ("crash1", "crash2"):
         (path,) = maildir_files(data / "mail", box)
         assert f"Q{queue_id}R" in path.name and body_of(path) == MESSAGE
+
+
+def test_a_failure_that_waiting_cannot_fix_goes_to_the_policy_at_once(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    """Oversized output is not retried for the whole window (10 minutes here)."""
+    server = make_server(transform="yes", max_message_size=4096, transform_retry_window=600)
+    _send(server.port, ["big@example.org"])
+    server.wait_idle()
+    (path,) = maildir_files(server.mail_root, "big")
+    data = body_of(path)
+    assert data.startswith(b"X-Buzon-Transform: failed; kind=oversize; ")
+    assert not data.startswith(b"X-Buzon-Transform: failed; kind=oversize; oversize:")
+    assert data.split(b"\r\n", 1)[1] == MESSAGE
+    assert server.server.counters.transform_retried == 0

@@ -282,6 +282,12 @@ class Spool:
             with self._lock:
                 self._refs[path.name] = len(records)
             found += records
+        # Transform leftovers of messages no longer queued (a crash mid-transform
+        # can leave <id>.out.tmp or a chain's <id>.out.stageN).
+        queued = {where.queue_id for where in found}
+        for path in self.work.iterdir():
+            if path.name.split(".", 1)[0] not in queued:
+                path.unlink(missing_ok=True)
         return found
 
     # -- releasing -----------------------------------------------------------------------

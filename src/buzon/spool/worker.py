@@ -81,7 +81,8 @@ class _Item:
 
 def _failure_header(error: BaseException) -> bytes:
     kind = getattr(error, "kind", type(error).__name__)
-    detail = " ".join(str(error).split())[:200].encode("ascii", "replace").decode()
+    detail = str(getattr(error, "detail", error))
+    detail = " ".join(detail.split())[:200].encode("ascii", "replace").decode()
     return f"X-Buzon-Transform: failed; kind={kind}; {detail}\r\n".encode("ascii")
 
 
@@ -270,7 +271,10 @@ class DeliveryWorker:
             now = self._clock()
             if item.first_failure is None:
                 item.first_failure = now
-            within = now - item.first_failure < self.retry_window
+            # A failure that cannot get better by waiting (output over the limit,
+            # program missing) goes to the policy at once.
+            retryable = getattr(error, "retryable", True)
+            within = retryable and now - item.first_failure < self.retry_window
             if within or self.failure_policy == "hold":
                 log.warning("transform of %s failed (%s); will retry", item.where.queue_id, error)
                 self.counters.transform_retried += 1
