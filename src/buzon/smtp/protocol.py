@@ -9,9 +9,10 @@ commands in order for free. We change:
 * ``push``: every reply passes :func:`buzon.smtp.replies.translate`, so
   aiosmtpd's bare replies get enhanced codes and SPEC §2 wording, and the bytes
   written are counted.
-* ``data_received``: bytes read are counted, and the time of the last byte
-  noted so the idle timer measures silence, not command gaps (aiosmtpd resets
-  it only per command, which would cut off a slow but live DATA transfer).
+* ``data_received``: bytes read are counted; during DATA the time of the last
+  byte is noted so the idle timer measures silence there (aiosmtpd resets it
+  only per command, which would cut off a slow but live DATA transfer). In
+  the command phase only a whole command counts, so a dripped line times out.
 * ``_timeout_cb``: say ``421 4.4.2`` before closing (aiosmtpd just closes).
 * ``smtp_DATA``: the body is read in large chunks (:mod:`buzon.smtp.dataread`)
   rather than line by line, under a deadline for the whole transfer.
@@ -101,6 +102,7 @@ class BuzonSMTP(SMTP):
         self._started = self._last_activity
         self._peer = "?"
         self._counted = False
+        self._in_data = False
 
     # -- connection bookkeeping ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,7 +146,11 @@ class BuzonSMTP(SMTP):
 
     def data_received(self, data: bytes) -> None:
         self.hub.counters.bytes_transferred += len(data)
-        self._last_activity = time.monotonic()
+        if self._in_data:
+            # In DATA any byte is progress (DATA has its own total deadline); in the
+            # command phase only a whole command resets the timer (aiosmtpd does
+            # that), so a command dripped a byte at a time still times out.
+            self._last_activity = time.monotonic()
         super().data_received(data)
 
     @property
@@ -177,6 +183,9 @@ class BuzonSMTP(SMTP):
         self.transport.close()
 
     def _timeout_cb(self) -> None:
+        if not self._in_data:
+            self.say_and_close(replies.TIMEOUT.format(self.hostname))
+            return
         idle = time.monotonic() - self._last_activity
         remaining = self._timeout_duration - idle
         if remaining > 0.05:
@@ -202,12 +211,15 @@ class BuzonSMTP(SMTP):
             replies.DATA_TIMEOUT.format(self.hostname),
         )
         limit = self.data_size_limit or 0
+        self._in_data = True
+        self._last_activity = time.monotonic()
         try:
             raw, too_big = await dataread.read_raw(self._reader, limit)
         except asyncio.IncompleteReadError:
             # The client went away mid-DATA: end the session quietly, nothing stored.
             raise asyncio.CancelledError from None
         finally:
+            self._in_data = False
             timer.cancel()
         result = str(replies.TOO_BIG) if too_big else dataread.finish(raw, max_size=limit)
         if isinstance(result, str):

@@ -282,7 +282,12 @@ class Server:
         for transport in self._monitor:
             transport.close()
         if self.switch is not None:
-            await asyncio.to_thread(self._save)
+            try:
+                await asyncio.to_thread(self._save)
+            except OSError as error:
+                # A full or read-only disk must not turn a clean stop into a crash;
+                # the counters since the last snapshot are lost, mail is not.
+                log.error("cannot save metrics to %s at shutdown: %s", self.state_path, error)
         if hub is not None:
             hub.access.close()
         log.info("buzon stopped, pid %d", os.getpid())

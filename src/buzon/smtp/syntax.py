@@ -31,6 +31,7 @@ __all__ = [
     "MailArgs",
     "SyntaxFault",
     "UnsafeMailbox",
+    "check_mailbox",
     "mailbox_name",
     "parse_mail",
     "parse_rcpt",
@@ -105,16 +106,21 @@ def _parse(arg: str | None, keyword: str, syntax: Reply) -> tuple[str, str, bool
     return _split_path(arg[len(keyword):])
 
 
+def _printable(text: str) -> str:
+    """Client text made safe to echo in a reply (RFC 5321 §4.2: printable ASCII)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:64]
+
+
 def _params(text: str, extended: bool) -> dict[str, str | None]:
     words = text.split()
     if words and not extended:
         # RFC 1869 §6: parameters only after EHLO.
-        raise SyntaxFault(replies.PARAM_UNKNOWN.format(words[0]))
+        raise SyntaxFault(replies.PARAM_UNKNOWN.format(_printable(words[0])))
     params: dict[str, str | None] = {}
     for word in words:
         match = _PARAM.match(word)
         if not match:
-            raise SyntaxFault(replies.PARAM_SYNTAX.format(word))
+            raise SyntaxFault(replies.PARAM_SYNTAX.format(_printable(word)))
         params[match.group(1).upper()] = match.group(2)
     return params
 
@@ -146,7 +152,7 @@ def parse_mail(arg: str | None, *, extended: bool, max_size: int) -> MailArgs:
     for key, value in params.items():
         if key == "SIZE":
             if value is None or not value.isdigit() or len(value) > 20:
-                raise SyntaxFault(replies.PARAM_SYNTAX.format(f"SIZE={value or ''}"))
+                raise SyntaxFault(replies.PARAM_SYNTAX.format(_printable(f"SIZE={value or ''}")))
             if int(value) > max_size:
                 raise SyntaxFault(str(replies.TOO_BIG))
         elif key == "BODY":
@@ -155,7 +161,7 @@ def parse_mail(arg: str | None, *, extended: bool, max_size: int) -> MailArgs:
         elif key == "SMTPUTF8":
             raise SyntaxFault(str(replies.SMTPUTF8_UNSUPPORTED))
         else:
-            raise SyntaxFault(replies.PARAM_UNKNOWN.format(key))
+            raise SyntaxFault(replies.PARAM_UNKNOWN.format(_printable(key)))
     return MailArgs(path, params)
 
 
@@ -175,7 +181,7 @@ def parse_rcpt(arg: str | None, *, extended: bool) -> MailArgs:
         raise SyntaxFault(str(replies.BAD_RECIPIENT))
     params = _params(rest, extended)
     if params:
-        raise SyntaxFault(replies.PARAM_UNKNOWN.format(next(iter(params))))
+        raise SyntaxFault(replies.PARAM_UNKNOWN.format(_printable(next(iter(params)))))
     return MailArgs(path, params)
 
 
@@ -187,13 +193,24 @@ def mailbox_name(address: str) -> str:
     than escaped, so one name never maps onto another's folder.
 
     Raises:
-        UnsafeMailbox: empty, over 64 octets, a leading dot (".", ".."), a slash or
-            backslash, NUL or any control character, or non-ASCII.
+        UnsafeMailbox: see :func:`check_mailbox`.
     """
     local = address.rpartition("@")[0] if "@" in address else address
     if local.startswith('"') and local.endswith('"') and len(local) >= 2:
         local = re.sub(r"\\(.)", r"\1", local[1:-1])
-    name = local.lower()
+    return check_mailbox(local.lower())
+
+
+def check_mailbox(name: str) -> str:
+    """Check that a (derived) mailbox name is safe as one directory under the mail root.
+
+    Separate from :func:`mailbox_name` so a stored name can be checked again
+    without being parsed as an address ('"a@b"@x' names the folder "a@b").
+
+    Raises:
+        UnsafeMailbox: empty, over 64 octets, a leading dot (".", ".."), a slash or
+            backslash, NUL or any control character, non-ASCII, or upper case.
+    """
     if not name:
         raise UnsafeMailbox("empty local part")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_LOCAL_PART:
@@ -202,4 +219,6 @@ def mailbox_name(address: str) -> str:
         raise UnsafeMailbox("leading dot")
     if not name.isascii() or any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise UnsafeMailbox("slash, backslash, control or non-ASCII character")
+    if name != name.lower():
+        raise UnsafeMailbox("not lower case")
     return name

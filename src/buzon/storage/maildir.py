@@ -17,7 +17,7 @@ there and appended ``:2,S`` flags), so a crash between two recipients never
 delivers twice.
 
 Every path is built from a mailbox name vetted by
-:func:`buzon.smtp.syntax.mailbox_name`; :func:`mailbox_path` checks again and
+:func:`buzon.smtp.syntax.mailbox_name`; :func:`mailbox_path` checks it again and
 refuses a mailbox folder that is a symbolic link, so nothing is ever written
 outside the mail root even if someone plants a link there.
 """
@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buzon.smtp.syntax import mailbox_name
+from buzon.smtp.syntax import check_mailbox
 
 __all__ = [
     "UnsafePath",
@@ -72,8 +72,7 @@ def mailbox_path(root: Path, mailbox: str) -> Path:
             a symlink or a non-directory.
     """
     try:
-        if mailbox_name(mailbox) != mailbox:
-            raise ValueError("not normalised")
+        check_mailbox(mailbox)
     except ValueError as error:
         raise UnsafePath(f"unsafe mailbox name {mailbox!r}: {error}") from None
     path = root / mailbox

@@ -149,3 +149,28 @@ def test_mailbox_name_is_safe_or_refused(local: str) -> None:
         return
     assert name and not name.startswith(".") and "/" not in name and "\\" not in name
     assert all(0x20 <= ord(c) < 0x7F for c in name) and len(name) <= 64
+
+
+@given(st.text(max_size=80))
+def test_a_derived_mailbox_name_passes_the_storage_check(local: str) -> None:
+    """Regression: '"a@b"@x' gave "a@b", which the storage re-derived as "a" and
+    refused, deferring an acknowledged message forever."""
+    from buzon.smtp.syntax import check_mailbox
+
+    for address in (local + "@x.org", f'"{local}"@x.org'):
+        try:
+            name = mailbox_name(address)
+        except UnsafeMailbox:
+            continue
+        assert check_mailbox(name) == name
+
+
+def test_quoted_local_parts_with_at_and_quote_keep_their_folder() -> None:
+    assert mailbox_name('"a@b"@x.org') == "a@b"
+    assert mailbox_name('"say \\"hi\\""@x.org') == 'say "hi"'
+
+
+def test_parameters_echoed_in_replies_are_printable() -> None:
+    with pytest.raises(SyntaxFault) as info:
+        parse_mail("FROM:<a@example.org> X\x1b[31m=1", extended=True, max_size=1000)
+    assert "\x1b" not in info.value.reply
