@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from buzon.fsutil import fsync_dir, write_all
+
 __all__ = ["load_state", "save_state"]
 
 log = logging.getLogger(__name__)
@@ -39,15 +41,11 @@ def save_state(path: Path, state: dict[str, Any], *, fsync: bool = True) -> None
     data = json.dumps(state, sort_keys=True).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        write_all(fd, data)
         if fsync:
             os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     if fsync:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)

@@ -44,6 +44,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from buzon.fsutil import fsync_dir, unlink_quietly, write_all
+
 __all__ = ["Envelope", "Location", "Spool", "SpoolCorrupt", "new_queue_id"]
 
 _MAGIC = b"BUZON1 "
@@ -105,34 +107,13 @@ class Location:
     queue_id: str
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _write_chunks(fd: int, chunks: list[bytes]) -> None:
     # One write for a batch of small messages; big ones are not copied into a join.
     if sum(map(len, chunks)) <= 1 << 20:
-        _write_all(fd, b"".join(chunks))
+        write_all(fd, b"".join(chunks))
     else:
         for chunk in chunks:
-            _write_all(fd, chunk)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            write_all(fd, chunk)
 
 
 class Spool:
@@ -194,7 +175,7 @@ class Spool:
                     os.close(fd)
                 os.rename(tmp, self.queue / segment)
             except OSError as error:
-                _unlink_quietly(tmp)
+                unlink_quietly(tmp)
                 results += [error] * len(group)
                 continue
             with self._lock:
@@ -203,12 +184,12 @@ class Spool:
             results += locations
         if committed and self.fsync:
             try:
-                _fsync_dir(self.queue)
+                fsync_dir(self.queue)
             except OSError as error:
                 # Durability of the renames is unknown: refuse them all (4xx) and take
                 # the segments back so nothing is delivered behind a refusal.
                 for path, _ in committed:
-                    _unlink_quietly(path)
+                    unlink_quietly(path)
                     with self._lock:
                         self._refs.pop(path.name, None)
                 return [error if isinstance(r, Location) else r for r in results]
@@ -294,7 +275,7 @@ class Spool:
     def release(self, where: Location) -> None:
         """One message of a segment is delivered; remove the segment after its last."""
         for suffix in ("in", "out"):
-            _unlink_quietly(self.work / f"{where.queue_id}.{suffix}")
+            unlink_quietly(self.work / f"{where.queue_id}.{suffix}")
         with self._lock:
             left = self._refs.get(where.segment, 1) - 1
             if left > 0:
@@ -304,7 +285,7 @@ class Spool:
         if where.segment in self._damaged:
             self.quarantine(where.segment)
         else:
-            _unlink_quietly(self.queue / where.segment)
+            unlink_quietly(self.queue / where.segment)
 
     def mark_damaged(self, segment: str) -> None:
         """Quarantine this segment instead of removing it once it is released."""

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from buzon.fsutil import fsync_dir, unlink_quietly
 from buzon.smtp.syntax import check_mailbox
 
 __all__ = [
@@ -104,14 +105,6 @@ def _ensure_maildir(path: Path) -> None:
         raise UnsafePath(f"{path} has a symlinked tmp/ or new/")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def trace_headers(
     *,
     sender: str,
@@ -175,7 +168,7 @@ def write_tmp(root: Path, mailbox: str, name: str, parts: Iterable[bytes]) -> Pe
                 chunks[0] = chunks[0][written:]
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     return Pending(fd, tmp, folder / "new" / name, mailbox)
 
@@ -196,7 +189,7 @@ def commit(pending: Pending, *, fsync: bool = True) -> None:
             os.close(pending.fd)
         os.rename(pending.tmp, pending.final)
     except BaseException:
-        _unlink_quietly(pending.tmp)
+        unlink_quietly(pending.tmp)
         raise
 
 
@@ -206,7 +199,7 @@ def abandon(pending: Pending) -> None:
         os.close(pending.fd)
     except OSError:
         pass
-    _unlink_quietly(pending.tmp)
+    unlink_quietly(pending.tmp)
 
 
 def deliver(
@@ -228,16 +221,9 @@ def deliver(
     return pending.final
 
 
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def sync_new(root: Path, mailbox: str) -> None:
     """Flush a mailbox's ``new/`` directory, making the renames into it durable."""
-    _fsync_dir(root / mailbox / "new")
+    fsync_dir(root / mailbox / "new")
 
 
 def already_delivered(root: Path, mailbox: str, name: str) -> bool:
