@@ -221,6 +221,8 @@ class BuzonSMTP(SMTP):
         finally:
             self._in_data = False
             timer.cancel()
+            # The timer re-armed during DATA must not cut the next idle period short.
+            self._reset_timeout()
         result = str(replies.TOO_BIG) if too_big else dataread.finish(raw, max_size=limit)
         if isinstance(result, str):
             self._set_post_data_state()
@@ -230,6 +232,7 @@ class BuzonSMTP(SMTP):
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)
+        self._reset_timeout()  # the idle period starts after the (maybe slow) queue write
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         return False

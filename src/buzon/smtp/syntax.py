@@ -213,7 +213,9 @@ def check_mailbox(name: str) -> str:
     """
     if not name:
         raise UnsafeMailbox("empty local part")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_LOCAL_PART:
+    if not name.isascii():
+        raise UnsafeMailbox("non-ASCII character")
+    if len(name) > MAX_LOCAL_PART:
         raise UnsafeMailbox("local part longer than 64 octets")
     if name.startswith("."):
         raise UnsafeMailbox("leading dot")
