@@ -69,7 +69,8 @@ async def read_raw(reader: asyncio.StreamReader, max_size: int) -> tuple[bytes, 
             if not at_start:
                 end = buf.find(_END, max(0, scanned - len(_END) + 1))
                 if end >= 0:
-                    raw = bytes(buf[: end + 2])
+                    with memoryview(buf) as view:  # one copy, not slice-then-bytes
+                        raw = bytes(view[: end + 2])
                     del buf[: end + len(_END)]
                     return (b"", True) if dropped else (raw, False)
                 scanned = len(buf)
@@ -88,6 +89,22 @@ async def read_raw(reader: asyncio.StreamReader, max_size: int) -> tuple[bytes, 
         r._maybe_resume_transport()
 
 
+def _has_long_line(raw: bytes) -> bool:
+    """Whether a CRLF-delimited line of ``raw`` (which ends in CRLF) exceeds MAX_LINE.
+
+    Jumps to the *last* CRLF that can end a line starting at ``start``: every line
+    before it is short enough, so a 100 KB body takes ~100 ``rfind`` calls instead
+    of splitting it into ~1,500 line objects.
+    """
+    start, end = 0, len(raw)
+    while start < end:
+        last = raw.rfind(b"\r\n", start, start + MAX_LINE + 2)
+        if last < 0:
+            return True
+        start = last + 2
+    return False
+
+
 def finish(raw: bytes, *, max_size: int) -> bytes | str:
     """Check limits and undo dot-stuffing.
 
@@ -97,7 +114,7 @@ def finish(raw: bytes, *, max_size: int) -> bytes | str:
     """
     if len(raw) > max_size:
         return str(replies.TOO_BIG)
-    if len(raw) > MAX_LINE and max(map(len, raw.split(b"\r\n"))) > MAX_LINE:
+    if len(raw) > MAX_LINE and _has_long_line(raw):
         return str(replies.LINE_TOO_LONG)
     # §4.5.2: a line beginning with "." lost its first dot on the way in.
     content = raw.replace(b"\r\n.", b"\r\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from buzon.smtp import replies
 from buzon.smtp.dataread import finish, read_raw
@@ -81,3 +83,29 @@ def test_eof_before_the_terminator_raises() -> None:
 )
 def test_finish_unstuffs_and_checks(raw: bytes, out: bytes | str) -> None:
     assert finish(raw, max_size=1500) == out
+
+
+@pytest.mark.parametrize(
+    ("raw", "too_long"),
+    [
+        (b"x" * 999 + b"\r\n" + b"y" * 999 + b"\r\n", False),
+        (b"x" * 999 + b"\r\n" + b"y" * 1000 + b"\r\n", True),
+        # Bare CR and LF stay inside a CRLF line and count towards its length.
+        (b"x" * 500 + b"\n" + b"y" * 499 + b"\r\n", True),
+        (b"x" * 500 + b"\r" + b"y" * 498 + b"\r\n", False),
+        (b"x" * 500 + b"\r" + b"y" * 499 + b"\r\n", True),
+        (b"a\r\n" * 2000, False),
+    ],
+)
+def test_long_line_detection_with_and_without_bare_cr_lf(raw: bytes, too_long: bool) -> None:
+    result = finish(raw, max_size=10**6)
+    assert (result == str(replies.LINE_TOO_LONG)) is too_long
+
+
+@given(st.lists(st.sampled_from([b"x" * 10, b"y" * 400, b"z" * 999, b"w" * 1000, b"\r", b"\n",
+                                 b"\r\n", b"."]), max_size=40))
+def test_long_line_check_agrees_with_splitting(parts: list[bytes]) -> None:
+    from buzon.smtp.dataread import MAX_LINE, _has_long_line
+
+    raw = b"".join(parts) + b"\r\n"
+    assert _has_long_line(raw) == (max(map(len, raw.split(b"\r\n"))) > MAX_LINE)
