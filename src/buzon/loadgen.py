@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import resource
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field

@@ -51,10 +51,6 @@ class Reply:
         """The reply line with the text's ``{}`` fields filled in."""
         return str(Reply(self.code, self.enhanced, self.text.format(*args)))
 
-    @property
-    def line(self) -> str:
-        return str(self)
-
 
 # --- successes (SPEC §2 wording) -------------------------------------------------------
 MAIL_OK = Reply(250, "2.1.0", "Ok")
