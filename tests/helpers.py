@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +252,13 @@ def body_of(path: Path) -> bytes:
     head, sep, rest = data.partition(b"\r\n\tfor <")
     assert sep, data[:300]
     return rest.split(b"\r\n", 1)[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll ``predicate`` until it is truthy or the deadline passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.02)

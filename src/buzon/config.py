@@ -143,6 +143,16 @@ class ServerSettings(BaseSettings):
     max_connections: int = Field(
         10_000, ge=1, le=1_000_000, description="Concurrent SMTP sessions (421 when full)."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "SMTP worker processes sharing the port (SO_REUSEPORT) under one supervisor that "
+            "runs the monitor; more use more cores and hold more sessions than one process's "
+            "file limit allows. 1: everything in one process."
+        ),
+    )
     shutdown_grace: float = Field(
         10.0, ge=0, le=600, description="Seconds sessions in flight get to finish on SIGTERM."
     )

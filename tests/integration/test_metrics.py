@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
-from helpers import LineClient, RunningServer, code, free_port, maildir_files, server_process
+from helpers import (
+    LineClient,
+    RunningServer,
+    code,
+    free_port,
+    maildir_files,
+    server_process,
+    wait_for,
+)
 
 from buzon.monitor.wire import (
     Command,
@@ -59,16 +67,6 @@ NAMES = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll ``predicate`` until it is truthy or the deadline passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.02)
 
 
 def exchange(port: int, datagram: bytes) -> bytes:
@@ -599,9 +597,9 @@ def test_a_snapshot_in_flight_does_not_undo_a_switch_saved_at_once(
 ) -> None:
     """The interleaving is real, only made certain: the snapshot's worker thread is
     held at the start of its save until the operator's switch has been saved."""
-    import buzon.smtp.server as server_module
+    import buzon.metrics.keeper as keeper_module
 
-    real_save = server_module.save_state
+    real_save = keeper_module.save_state
     held, release, finished = threading.Event(), threading.Event(), threading.Event()
 
     def save_state(path: Path, state: dict[str, Any], *, fsync: bool = True) -> None:
@@ -616,7 +614,7 @@ def test_a_snapshot_in_flight_does_not_undo_a_switch_saved_at_once(
             return
         real_save(path, state, fsync=fsync)
 
-    monkeypatch.setattr(server_module, "save_state", save_state)
+    monkeypatch.setattr(keeper_module, "save_state", save_state)
     server = make_server(transform="tac")
     data = server.settings.data_dir
     assert held.wait(10)  # the first tick's snapshot (transforms enabled) is mid-save

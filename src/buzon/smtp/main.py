@@ -1,4 +1,4 @@
-"""Entry point of the ``buzon`` command: settings → logging → ``Server(settings).run()``."""
+"""Entry point of the ``buzon`` command: settings → logging → ``Server`` (or ``Supervisor``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     from buzon.smtp.server import ConfigError, Server  # after logging: warnings are formatted
 
     try:
+        if settings.workers > 1:
+            from buzon.multiproc.supervisor import Supervisor
+
+            return Supervisor(settings).run()
         return Server(settings).run()
     except (TokenError, ConfigError) as error:
         print(f"buzon: configuration error: {error}", file=sys.stderr)

@@ -25,22 +25,26 @@ import logging
 import os
 import signal
 import socket
-import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from buzon.accesslog import AccessLog
 from buzon.config import ServerSettings
-from buzon.metrics import Counters, load_state, save_state
+from buzon.metrics import Counters, load_state
+from buzon.metrics.keeper import StateKeeper
+from buzon.metrics.shared import SharedCounters
 from buzon.smtp import replies
 from buzon.smtp.handler import Handler
 from buzon.smtp.protocol import BuzonSMTP, Hub, Limits, refuse_busy
 from buzon.spool.disk import BatchThread
 from buzon.spool.queue import Spool
+from buzon.spool.shards import adopt_orphans, shard_root
 from buzon.spool.worker import DeliveryWorker
-from buzon.transform.switch import TransformSwitch
+from buzon.transform.switch import FollowedSwitch, TransformSwitch
 
-__all__ = ["ConfigError", "Server"]
+__all__ = ["ConfigError", "Server", "WorkerRole"]
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +52,34 @@ class ConfigError(Exception):
     """A setting that validated alone but cannot be used (e.g. an unparsable transform)."""
 
 
-_SNAPSHOT_INTERVAL = 1.0  # seconds: the most counter updates a hard crash can lose
 _SKIPPABLE_BIND = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This server is worker ``index`` of ``count`` under a supervisor (:mod:`buzon.multiproc`).
+
+    Then the supervisor owns the monitor, the state file and the transform
+    switch; the worker counts into its slot of the shared ``counters`` file,
+    follows the switch from there, queues into its own spool shard and binds
+    the SMTP port with ``SO_REUSEPORT`` beside its siblings.
+    """
+
+    index: int
+    count: int
+    counters: Path
 
 
 class Server:
     """A running Buzón: SMTP listeners, monitor, spool and delivery worker."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, role: WorkerRole | None = None) -> None:
         self.settings = settings
-        self.counters = Counters()
+        self.role = role
+        self.counters: Any = Counters()
         self.state_path = settings.data_dir / "state.json"
+        self.keeper: StateKeeper | None = None
+        self.shared: SharedCounters | None = None
         self.smtp_addresses: list[tuple[str, int]] = []
         self.monitor_addresses: list[tuple[str, int]] = []
         self._stop = asyncio.Event()
@@ -66,10 +87,9 @@ class Server:
         self._monitor: list[asyncio.BaseTransport] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._save_lock = threading.Lock()
         self.hub: Hub | None = None
         self.worker: DeliveryWorker | None = None
-        self.switch: TransformSwitch | None = None
+        self.switch: TransformSwitch | FollowedSwitch | None = None
         self.committer: BatchThread[tuple[Any, bytes], None] | None = None
 
     # -- start -------------------------------------------------------------------------
@@ -78,19 +98,30 @@ class Server:
         self._loop = asyncio.get_running_loop()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         s.mail_dir.mkdir(parents=True, exist_ok=True)
-        state = load_state(self.state_path)
-        counters = state.get("counters")
-        if isinstance(counters, dict):
-            self.counters.restore(counters)
-
-        spool = Spool(s.data_dir / "spool", fsync=s.fsync)
-        transform = self._build_transform(spool.root)
-        enabled = state.get("transform_enabled")
-        if not isinstance(enabled, bool):
-            enabled = s.transform_enabled if s.transform_enabled is not None else True
-        self.switch = TransformSwitch(
-            configured=transform is not None, enabled=enabled, on_change=self._switch_changed
-        )
+        role = self.role
+        spool_root = s.data_dir / "spool"
+        if role is None or role.index == 0:
+            # Shards of workers that no longer exist (BUZON_WORKERS lowered) are
+            # moved into the first spool before it is recovered: nothing queued waits forever.
+            adopted = await asyncio.to_thread(
+                adopt_orphans, spool_root, 1 if role is None else role.count, fsync=s.fsync
+            )
+            if adopted:
+                log.info("adopted %d queue file(s) of workers no longer configured", adopted)
+        spool = Spool(shard_root(spool_root, 0 if role is None else role.index), fsync=s.fsync)
+        transform = build_configured_transform(s, spool_root)
+        if role is None:
+            self.keeper = StateKeeper(self.state_path, self.counters, fsync=s.fsync)
+            self.switch = restore_state(
+                self.keeper, s, configured=transform is not None, into=self.counters
+            )
+        else:
+            self.shared = SharedCounters(role.counters, role.count, create=False)
+            self.counters = self.shared.slot(role.index)
+            shared = self.shared
+            self.switch = FollowedSwitch(
+                configured=transform is not None, read=lambda: shared.transform_enabled
+            )
         self.worker = DeliveryWorker(
             spool,
             s.mail_dir,
@@ -123,35 +154,23 @@ class Server:
         self.committer = BatchThread("queue-commit", spool.store_many)
         self.committer.start()
         await self._start_smtp(Handler(self.committer, self.worker))
-        await self._start_monitor()
-        self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="metrics-snapshot"))
+        if self.keeper is not None:
+            self.monitor_addresses, self._monitor = await open_monitor(
+                s, self.counters, self.switch
+            )
+            self._tasks.append(
+                asyncio.create_task(self.keeper.snapshots(), name="metrics-snapshot")
+            )
         log.info(
-            "buzon started, pid %d, SMTP on %s, monitor on %s, transforms %s",
+            "buzon %s, pid %d, SMTP on %s, monitor on %s, transforms %s",
+            "started" if role is None else f"worker {role.index} started",
             os.getpid(),
             ", ".join(f"[{h}]:{p}" for h, p in self.smtp_addresses),
-            ", ".join(f"[{h}]:{p}" for h, p in self.monitor_addresses) or "off",
+            ", ".join(f"[{h}]:{p}" for h, p in self.monitor_addresses)
+            or ("the supervisor's" if role else "off"),
             ("enabled" if self.switch.enabled else "disabled")
             if self.switch.configured else "not configured",
         )
-
-    def _build_transform(self, spool_root: Path) -> Any:
-        s = self.settings
-        if not (s.transform or s.transform_sidecars):
-            return None
-        from buzon.transform.runner import build_transforms
-
-        try:
-            return build_transforms(
-                s.transform,
-                s.transform_sidecars,
-                spool_root=spool_root,
-                timeout=s.transform_timeout,
-                max_output=s.max_message_size * 2,
-                fsync=s.fsync,
-            )
-        except ValueError as error:
-            name = "BUZON_TRANSFORM_SIDECARS" if s.transform_sidecars else "BUZON_TRANSFORM"
-            raise ConfigError(f"{name}: {error}") from None
 
     async def _bind_all(self, hosts: tuple[str, ...], port: int, bind: Any) -> list[Any]:
         """Bind each host; with port 0 the later hosts reuse the first one's port."""
@@ -173,6 +192,10 @@ class Server:
     async def _start_smtp(self, handler: Handler) -> None:
         assert self.hub is not None and self._loop is not None
         hub, limit = self.hub, self.settings.max_connections
+        reuse_port = None
+        if self.role is not None:
+            # each worker takes its share of the configured total
+            limit, reuse_port = -(-limit // self.role.count), True
 
         def factory() -> asyncio.Protocol:
             hub.counters.historic_connections += 1
@@ -182,7 +205,7 @@ class Server:
 
         async def bind(host: str, port: int) -> asyncio.AbstractServer:
             return await self._loop.create_server(  # type: ignore[union-attr]
-                factory, host, port, reuse_address=True, backlog=4096
+                factory, host, port, reuse_address=True, reuse_port=reuse_port, backlog=4096
             )
 
         self._servers = await self._bind_all(
@@ -192,63 +215,18 @@ class Server:
             sock.getsockname()[:2] for srv in self._servers for sock in srv.sockets
         ]
 
-    async def _start_monitor(self) -> None:
-        from buzon.monitor.server import start_monitor
-        from buzon.monitor.token import load_or_create_token
-
-        token = await asyncio.to_thread(load_or_create_token, self.settings)
-        self._monitor = await start_monitor(
-            self.settings.monitor_hosts,
-            self.settings.monitor_port,
-            counters=self.counters,
-            token=token,
-            switch=self.switch,
-            failures_per_minute=self.settings.monitor_auth_failures_per_minute,
-        )
-        self.monitor_addresses = [t.get_extra_info("sockname")[:2] for t in self._monitor]
-
-    # -- state -------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        assert self.switch is not None
-        return {"counters": self.counters.snapshot(), "transform_enabled": self.switch.enabled}
-
-    def _save(self) -> dict[str, Any]:
-        """Write the state file; the state is read under the lock, at write time.
-
-        One lock serialises every writer (the switch, the snapshot, shutdown), so a
-        snapshot that started before an operator's switch cannot write the old
-        value after it, and two writers never share the temporary file.
-        """
-        with self._save_lock:
-            state = self._state()
-            save_state(self.state_path, state, fsync=self.settings.fsync)
-            return state
-
-    def _switch_changed(self, enabled: bool) -> None:
-        # An operator's switch is saved at once, before the monitor replies.
-        log.info("transforms %s by the monitor", "enabled" if enabled else "disabled")
-        self._save()
-
-    async def _snapshot_loop(self) -> None:
-        last: dict[str, Any] | None = None
-        while True:
-            await asyncio.sleep(_SNAPSHOT_INTERVAL)
-            if self._state() != last:
-                try:
-                    last = await asyncio.to_thread(self._save)
-                except OSError as error:
-                    log.warning("cannot save metrics to %s: %s", self.state_path, error)
-
     # -- run / stop ----------------------------------------------------------------------
     def request_stop(self) -> None:
         """Ask the server to shut down; safe from a signal handler or another thread."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
 
-    async def serve(self) -> None:
-        """Start, wait for a stop request, shut down."""
+    async def serve(self, ready: Callable[[], None] | None = None) -> None:
+        """Start, call ``ready`` (if given), wait for a stop request, shut down."""
         await self.startup()
         try:
+            if ready is not None:
+                ready()
             await self._stop.wait()
         finally:
             await self.shutdown()
@@ -281,32 +259,101 @@ class Server:
             await self.worker.stop()
         for transport in self._monitor:
             transport.close()
-        if self.switch is not None:
-            try:
-                await asyncio.to_thread(self._save)
-            except OSError as error:
-                # A full or read-only disk must not turn a clean stop into a crash;
-                # the counters since the last snapshot are lost, mail is not.
-                log.error("cannot save metrics to %s at shutdown: %s", self.state_path, error)
+        if self.keeper is not None and self.keeper.switch is not None:
+            await self.keeper.final_save()
         if hub is not None:
             hub.access.close()
+        if self.shared is not None:
+            self.shared.close()
         log.info("buzon stopped, pid %d", os.getpid())
 
-    def run(self) -> int:
+    def run(self, ready: Callable[[], None] | None = None) -> int:
         """Run until SIGTERM or SIGINT; the process entry point."""
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
-            await self.serve()
+            await self.serve(ready)
 
-        with asyncio.Runner(loop_factory=_loop_factory(self.settings.event_loop)) as runner:
+        with asyncio.Runner(loop_factory=loop_factory(self.settings.event_loop)) as runner:
             runner.run(main())
         return 0
 
 
-def _loop_factory(name: str) -> Any:
+def build_configured_transform(settings: ServerSettings, spool_root: Path) -> Any:
+    """The transform chain the settings ask for, or None.
+
+    Raises:
+        ConfigError: naming the setting, when it cannot be parsed.
+    """
+    s = settings
+    if not (s.transform or s.transform_sidecars):
+        return None
+    from buzon.transform.runner import build_transforms
+
+    try:
+        return build_transforms(
+            s.transform,
+            s.transform_sidecars,
+            spool_root=spool_root,
+            timeout=s.transform_timeout,
+            max_output=s.max_message_size * 2,
+            fsync=s.fsync,
+        )
+    except ValueError as error:
+        name = "BUZON_TRANSFORM_SIDECARS" if s.transform_sidecars else "BUZON_TRANSFORM"
+        raise ConfigError(f"{name}: {error}") from None
+
+
+def restore_state(
+    keeper: StateKeeper,
+    settings: ServerSettings,
+    *,
+    configured: bool,
+    into: Counters,
+    on_change: Callable[[bool], None] | None = None,
+) -> TransformSwitch:
+    """Load the state file's counters ``into`` the given ones; the switch it restores.
+
+    The operator's last switch wins over ``BUZON_TRANSFORM_ENABLED`` (issue 4).
+    ``on_change`` (default: ``keeper.switch_changed``) runs on every switch and
+    must save it; if it raises, the switch is rolled back.
+    """
+    state = load_state(keeper.path)
+    counters = state.get("counters")
+    if isinstance(counters, dict):
+        into.restore(counters)
+    enabled = state.get("transform_enabled")
+    if not isinstance(enabled, bool):
+        enabled = settings.transform_enabled if settings.transform_enabled is not None else True
+    switch = TransformSwitch(
+        configured=configured, enabled=enabled, on_change=on_change or keeper.switch_changed
+    )
+    keeper.switch = switch
+    return switch
+
+
+async def open_monitor(
+    settings: ServerSettings, counters: Any, switch: Any
+) -> tuple[list[tuple[str, int]], list[asyncio.BaseTransport]]:
+    """Bind the UDP monitor as the settings say; its addresses and transports."""
+    from buzon.monitor.server import start_monitor
+    from buzon.monitor.token import load_or_create_token
+
+    token = await asyncio.to_thread(load_or_create_token, settings)
+    transports = await start_monitor(
+        settings.monitor_hosts,
+        settings.monitor_port,
+        counters=counters,
+        token=token,
+        switch=switch,
+        failures_per_minute=settings.monitor_auth_failures_per_minute,
+    )
+    return [t.get_extra_info("sockname")[:2] for t in transports], list(transports)
+
+
+def loop_factory(name: str) -> Any:
     """uvloop when asked for and installed (it cuts the loop's own CPU cost), else asyncio."""
     if name == "uvloop":
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["NoTransformConfigured", "TransformSwitch"]
+__all__ = ["FollowedSwitch", "NoTransformConfigured", "TransformSwitch"]
 
 
 class NoTransformConfigured(RuntimeError):
@@ -55,3 +55,19 @@ class TransformSwitch:
                 # Not saved: keep answering (and running) what a restart would restore.
                 self._enabled = old
                 raise
+
+
+class FollowedSwitch:
+    """A worker process's view of the supervisor's switch (read per message, never set)."""
+
+    def __init__(self, *, configured: bool, read: Callable[[], bool]) -> None:
+        self._configured = configured
+        self._read = read
+
+    @property
+    def configured(self) -> bool:
+        return self._configured
+
+    @property
+    def enabled(self) -> bool:
+        return self._configured and self._read()

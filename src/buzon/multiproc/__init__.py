@@ -1,0 +1,1 @@
+"""Several SMTP worker processes under one supervisor (``BUZON_WORKERS`` > 1)."""

@@ -1,0 +1,68 @@
+"""One spool per SMTP worker process, and adoption of the spools of removed workers.
+
+Worker 0 (and the single-process server) uses ``<data_dir>/spool`` itself, so
+changing ``BUZON_WORKERS`` from 1 to more keeps the existing queue where it is;
+worker *i* > 0 uses ``<data_dir>/spool/w<i>``. A spool is written and recovered
+by exactly one process, so the queue's reference counts and recovery stay
+single-owner, as :mod:`buzon.spool.queue` assumes.
+
+When ``BUZON_WORKERS`` is lowered, the shards of workers that no longer exist
+would hold queued mail nobody delivers. Worker 0 calls :func:`adopt_orphans`
+before recovering its spool: every complete segment of such a shard is renamed
+into worker 0's ``queue/`` (segment names are unique queue ids, so they cannot
+collide), unreadable ones into its ``corrupt/``, and the shard is removed.
+Half-written segments and transform leftovers are dropped, exactly as a
+shard's own recovery would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from buzon.fsutil import fsync_dir
+
+__all__ = ["adopt_orphans", "shard_root"]
+
+_SHARD = re.compile(r"w([1-9][0-9]*)")
+
+
+def shard_root(spool_root: Path, index: int) -> Path:
+    """The spool directory of worker ``index``."""
+    return spool_root if index == 0 else spool_root / f"w{index}"
+
+
+def adopt_orphans(spool_root: Path, workers: int, *, fsync: bool = True) -> int:
+    """Move the queue of every shard ``w<i>`` with ``i >= workers`` into the first spool.
+
+    Returns:
+        The number of queue files moved.
+    """
+    try:
+        entries = list(os.scandir(spool_root))
+    except FileNotFoundError:
+        return 0
+    moved = 0
+    for entry in entries:
+        match = _SHARD.fullmatch(entry.name)
+        if not match or int(match.group(1)) < workers or not entry.is_dir(follow_symlinks=False):
+            continue
+        shard = Path(entry.path)
+        for sub in ("queue", "corrupt"):
+            source = shard / sub
+            if not source.is_dir():
+                continue
+            target = spool_root / sub
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            names = [n for n in os.listdir(source) if not n.startswith(".")]
+            for name in names:
+                os.rename(source / name, target / name)
+            if names:
+                moved += len(names)
+                if fsync:
+                    fsync_dir(target)  # the moves must be durable before the shard goes
+                    fsync_dir(source)
+        shutil.rmtree(shard)
+    return moved
