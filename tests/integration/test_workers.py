@@ -16,6 +16,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,39 @@ def test_the_port_taken_by_another_program_is_a_clear_start_error(tmp_path: Path
         done = run_to_exit(tmp_path / "data", squatter.getsockname()[1], 2)
     assert done.returncode == 1
     assert "cannot start" in done.stderr and "in use" in done.stderr
+
+
+def test_sidecar_transforms_find_every_workers_spool_files(tmp_path: Path) -> None:
+    # Workers > 0 queue under spool/w<i>/: the paths sent to a sidecar are relative to
+    # the shared spool root, as the sidecar (rooted there in Compose) expects.
+    data = tmp_path / "data"
+    (data / "spool").mkdir(parents=True)
+    port = free_port()
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "buzon.transform.sidecar", "--listen", "127.0.0.1",
+         "--port", str(port), "--root", str(data / "spool"), "--", "tac"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: _listening(port))
+        env = {"BUZON_WORKERS": "3", "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}"}
+        with server_process(data, free_port(), env=env) as server:
+            assert wait_for(lambda: started(server))
+            send(server.port, 30, rcpt="erin@example.org", body="first\r\nsecond")
+            assert wait_for(lambda: len(maildir_files(data / "mail", "erin")) == 30)
+            assert ask(server.monitor_port, Command.MAILS_SENT).u32 == 30
+            for path in maildir_files(data / "mail", "erin"):
+                assert body_of(path).startswith(b"second ")
+            assert (data / "spool" / "w2").is_dir()  # a shard was in play
+            assert server.terminate() == 0
+    finally:
+        sidecar.terminate()
+        sidecar.wait(20)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
