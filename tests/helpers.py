@@ -262,3 +262,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(0.02)
+
+
+def child_pids(parent: int) -> set[int]:
+    """The live (not zombie) children of ``parent``, read from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.add(int(entry))
+    return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from faults.kit import (
     send_load,
     wait_until,
 )
-from helpers import free_port, server_process
+from helpers import child_pids, free_port, server_process
 
 SESSIONS, PER_SESSION, SIZE = 20, 600, 1024
 KILL_AFTER = 1.5  # seconds into the load; the first counter snapshot is at 1 s
@@ -91,4 +92,50 @@ def test_sigkill_mid_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
         f"delivered after restart {result.delivered - 20} "
         f"(acked {acked} + in-doubt {result.in_doubt_delivered}), "
         f"mails_sent saved {saved} (counter lag {acked - saved})"
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_of_one_worker_mid_load_loses_nothing_and_the_worker_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """``BUZON_WORKERS=2``: one worker is killed under load while the other serves on;
+    the supervisor starts a new one, which delivers what the dead one had queued."""
+    data, port = tmp_path / "data", free_port()
+    mail, spools = data / "mail", [data / "spool", data / "spool" / "w1"]
+    ledger = Ledger()
+
+    with server_process(data, port, env={"BUZON_WORKERS": "2"}) as proc:
+        assert proc.proc is not None
+        assert wait_until(lambda: "buzon started, supervisor" in proc.log.read_text(), 30)
+        workers = child_pids(proc.proc.pid)
+        assert len(workers) == 2
+        victim = min(workers)
+
+        async def load_then_kill() -> None:
+            load = asyncio.create_task(send_load(
+                port, ledger, sessions=SESSIONS, per_session=PER_SESSION, size=SIZE, prefix="w",
+            ))
+            await asyncio.sleep(KILL_AFTER)
+            assert not load.done(), "the load finished before the kill: make it bigger"
+            os.kill(victim, signal.SIGKILL)
+            await asyncio.wait_for(load, 120)
+
+        asyncio.run(load_then_kill())
+        assert wait_until(lambda: len(child_pids(proc.proc.pid) - {victim}) == 2, 30)
+        acked, total = len(ledger.acked), SESSIONS * PER_SESSION
+        assert 0 < acked < total, ledger.codes  # the victim's sessions were cut
+        assert set(ledger.codes) <= {"250 2.0.0", "(no reply)"}, ledger.codes
+        assert wait_until(
+            lambda: not any(queued_ids(s) for s in spools) and count_files(mail) >= acked, 60
+        ), "the queue never drained"
+        assert proc.terminate() == 0
+
+    result = reconcile(ledger, mail, allow_in_doubt=True)
+    assert result.delivered == acked + result.in_doubt_delivered
+    assert not leftovers(mail), "half-written files left in tmp/"
+    print(
+        f"\n[sigkill one of 2 workers] sent {total}, acked {acked}, in doubt "
+        f"{len(ledger.in_doubt)}, delivered {result.delivered} "
+        f"(acked {acked} + in-doubt {result.in_doubt_delivered})"
     )

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ServerProcess, body_of, free_port, maildir_files, server_process, wait_for
+from helpers import (
+    ServerProcess,
+    body_of,
+    child_pids,
+    free_port,
+    maildir_files,
+    server_process,
+    wait_for,
+)
 
 from buzon.metrics.shared import SharedCounters
 from buzon.monitor.wire import Command, Request, Status, decode_response, encode_request
@@ -38,21 +46,6 @@ def ask(port: int, command: Command) -> Any:
         response = decode_response(sock.recv(64))
     assert response.status is Status.OK, response
     return response
-
-
-def worker_pids(supervisor: int) -> set[int]:
-    """The supervisor's live children, read from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[1]) == supervisor and fields[0] != "Z":
-                found.add(int(entry))
-    return found
 
 
 def started(server: Any) -> bool:
@@ -76,7 +69,7 @@ def test_connections_spread_over_workers_and_the_monitor_counts_them_all_at_once
     with server_process(tmp_path / "data", free_port(), env=workers_env) as server:
         assert wait_for(lambda: started(server))
         base = ask(server.monitor_port, Command.HISTORIC_CONNECTIONS).u32  # the start probe
-        assert len(worker_pids(server.proc.pid)) == 3
+        assert len(child_pids(server.proc.pid)) == 3
 
         send(server.port, 60)
 
@@ -108,7 +101,7 @@ def test_sigterm_stops_every_worker_and_saves_the_totals(
     data = tmp_path / "data"
     with server_process(data, free_port(), env=workers_env) as server:
         assert wait_for(lambda: started(server))
-        pids = worker_pids(server.proc.pid)
+        pids = child_pids(server.proc.pid)
         send(server.port, 12)
         assert server.terminate() == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
@@ -130,10 +123,10 @@ def test_a_killed_worker_is_replaced_and_the_mail_it_queued_is_delivered(tmp_pat
     with server_process(data, free_port(), env=env) as server:
         assert wait_for(lambda: started(server))
         send(server.port, 10, rcpt="carol@example.org")
-        victims = worker_pids(server.proc.pid)
+        victims = child_pids(server.proc.pid)
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
-        assert wait_for(lambda: len(worker_pids(server.proc.pid) - victims) == 2)
+        assert wait_for(lambda: len(child_pids(server.proc.pid) - victims) == 2)
         mail = data / "mail"
         assert wait_for(lambda: len(maildir_files(mail, "carol")) == 10, timeout=40)
         time.sleep(0.5)  # a duplicate would show up right after
