@@ -388,40 +388,16 @@ def settle(server: Server, limit: float = 15.0) -> None:
         last = now
 
 
-def _merge_hold(parts: list[dict]) -> dict:
-    """One summary from the hold runs of several load generator processes."""
-    if len(parts) == 1:
-        return parts[0]
-    p50s = [x["p50_ms"] for x in parts if x.get("p50_ms") is not None]
-    p99s = [x["p99_ms"] for x in parts if x.get("p99_ms") is not None]
-    return {
-        "mode": "hold", "processes": len(parts),
-        "sessions": sum(int(x.get("sessions") or 0) for x in parts),
-        "ok": sum(int(x.get("ok") or 0) for x in parts),
-        "errors": sum(int(x.get("errors") or 0) for x in parts),
-        "seconds": max(float(x.get("seconds") or 0) for x in parts),
-        # Per-process percentiles: the median of the p50s, the worst p99.
-        "p50_ms": statistics.median(p50s) if p50s else None,
-        "p99_ms": max(p99s) if p99s else None,
-        "first_errors": [e for x in parts for e in x.get("first_errors", [])][:5],
-    }
-
-
 def run_one(w: Workload, server: Server, rep: int) -> Run:
     server.clear_mail()
     time.sleep(0.5)
     base = [sys.executable, "-m", "buzon.loadgen", "--host", "127.0.0.1", "--port",
             str(server.port), "--timeout", str(w.timeout), "--json"]
     if w.hold:
-        # One process holds at most (its fd limit - 200) sessions: split the hold
-        # over several generators if need be. They all hold for 15 s after their
-        # own opening phase, so the sessions overlap; the sampler counts the peak
-        # of established connections on the server side to prove it.
-        per = max(1, nofile_limit() - 200)
-        k = -(-w.hold // per)
-        shares = [w.hold // k + (1 if i < w.hold % k else 0) for i in range(k)]
-        cmds = [base + ["--hold", str(n), "--sources", "8", "--hold-for", "15" if k > 1 else "5"]
-                for n in shares]
+        # buzon-load splits itself over processes when the hold exceeds one process's
+        # fd limit; the sampler counts the peak of server-side sessions to show that
+        # they were all held at once.
+        cmds = [base + ["--hold", str(w.hold), "--sources", "8", "--hold-for", "5"]]
     else:
         cmds = [base + ["--sessions", str(w.sessions), "--messages", str(w.messages), "--size",
                         str(w.size), "--maildir", str(server.mail)]]
@@ -457,7 +433,7 @@ def run_one(w: Workload, server: Server, rep: int) -> Run:
     run.rss_mb = round(sampler.stop() / 2**20, 1)
     if w.hold:
         run.peak_connections = sampler.peak_conns
-        run.load = _merge_hold(parts)
+        run.load = parts[0]
         run.load["peak_connections"] = sampler.peak_conns
     else:
         run.load = parts[0]

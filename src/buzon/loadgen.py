@@ -12,7 +12,11 @@ session that breaks stops (its remaining messages count as errors).
 *hold mode* (``--hold N``): open N sessions, keep them idle for ``--hold-for``
 seconds, then send ``NOOP`` on each and count the ``250`` answers. Clients bind
 to 127.0.0.1, 127.0.0.2, … in turn so tens of thousands of connections do not
-run out of ephemeral ports on one source address.
+run out of ephemeral ports on one source address. When N sessions do not fit
+this process's file limit (``RLIMIT_NOFILE``; root cannot always raise it), the
+generator splits itself into as many child processes as needed, each holding
+its share for ``--hold-for`` plus the time the others may still be opening,
+and merges their results (latencies included) into one report.
 
 With ``--maildir ROOT`` it then waits until the number of new files under
 ``ROOT/*/new`` has grown by every (message × recipient) acknowledged, so the
@@ -30,6 +34,7 @@ import asyncio
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -253,6 +258,41 @@ async def wait_delivered(root: Path, target: int, started: float, timeout: float
     return count, time.perf_counter() - started
 
 
+def _hold_split(args: argparse.Namespace) -> LoadResult:
+    """Hold ``args.hold`` sessions over several child processes; one merged result."""
+    per = max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200)
+    k = -(-args.hold // per)
+    shares = [args.hold // k + (1 if i < args.hold % k else 0) for i in range(k)]
+    sources = max(args.sources, -(-args.hold // 20_000))  # ephemeral ports per source
+    # The children open at the same time; holding 10 s longer than asked makes the
+    # held periods overlap even if one opens its share slower than another.
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "buzon.loadgen", "--host", args.host, "--port",
+             str(args.port), "--hold", str(n), "--sources", str(sources), "--hold-for",
+             str(args.hold_for + 10), "--timeout", str(args.timeout), "--raw"],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )
+        for n in shares
+    ]
+    result = LoadResult("hold", args.hold)
+    started = time.perf_counter()
+    for child in children:
+        out, _ = child.communicate()
+        try:
+            part = json.loads(out.decode().strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            result.error(f"a hold process exited {child.returncode} without a result")
+            continue
+        result.sent += part["ok"]
+        result.latencies += [ms / 1000 for ms in part["latencies_ms"]]
+        for what in part.get("first_errors", []):
+            result.error(what)
+        result.errors += part["errors"] - len(part.get("first_errors", []))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
 def _raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
@@ -279,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maildir", type=Path, help="mail root to watch for deliveries")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # JSON + latencies
     args = parser.parse_args(argv)
     if args.preset:
         for key, value in PRESETS[args.preset].items():
@@ -307,9 +348,15 @@ def main(argv: list[str] | None = None) -> int:
                 result.error(f"only {count - before} of {target - before} delivered")
         return result
 
-    result = asyncio.run(go())
+    if args.hold and args.hold + 100 > resource.getrlimit(resource.RLIMIT_NOFILE)[1]:
+        result = _hold_split(args)
+    else:
+        result = asyncio.run(go())
     summary = result.summary()
-    if args.json:
+    if args.raw:
+        summary["latencies_ms"] = [round(x * 1000, 3) for x in result.latencies]
+        print(json.dumps(summary))
+    elif args.json:
         print(json.dumps(summary))
     else:
         for key, value in summary.items():

@@ -223,3 +223,27 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_port_zero_picks_a_free_port_with_the_default_event_loop(
+    tmp_path: Path, workers: int
+) -> None:
+    # uvloop's server is no asyncio.AbstractServer: port 0 once crashed the start.
+    server = ServerProcess(tmp_path / "data", 0, env={"BUZON_WORKERS": str(workers)})
+    server.args[server.args.index("-P") + 1] = "0"
+    server.data_dir.mkdir(parents=True)
+    with open(server.log, "wb") as log:
+        proc = subprocess.Popen(server.args, env=server.env, stdout=log, stderr=log)
+    try:
+        found = wait_for(lambda: re.search(r"started.* SMTP on \[127\.0\.0\.1\]:(\d+)",
+                                           server.log.read_text()))
+        assert found, server.log.read_text()
+        with smtplib.SMTP("127.0.0.1", int(found.group(1)), timeout=10) as client:
+            assert client.noop()[0] == 250
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

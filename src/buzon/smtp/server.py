@@ -366,8 +366,9 @@ def loop_factory(name: str) -> Any:
 
 
 def _port_of(bound: Any) -> int:
-    if isinstance(bound, asyncio.AbstractServer):
-        return int(bound.sockets[0].getsockname()[1])
+    sockets = getattr(bound, "sockets", None)  # a server (uvloop's is no AbstractServer)
+    if sockets:
+        return int(sockets[0].getsockname()[1])
     sock = bound.get_extra_info("socket")
     assert isinstance(sock, socket.socket)
     return int(sock.getsockname()[1])
