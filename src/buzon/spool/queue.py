@@ -272,10 +272,17 @@ class Spool:
         return found
 
     # -- releasing -----------------------------------------------------------------------
-    def release(self, where: Location) -> None:
-        """One message of a segment is delivered; remove the segment after its last."""
-        for suffix in ("in", "out"):
-            unlink_quietly(self.work / f"{where.queue_id}.{suffix}")
+    def release(self, where: Location, *, work: bool = True) -> None:
+        """One message of a segment is delivered; remove the segment after its last.
+
+        Args:
+            work: whether the message may have transform files in ``work/`` to
+                remove. The caller passes False when it knows there are none,
+                saving two failing ``unlink`` calls per message.
+        """
+        if work:
+            for suffix in ("in", "out"):
+                unlink_quietly(self.work / f"{where.queue_id}.{suffix}")
         with self._lock:
             left = self._refs.get(where.segment, 1) - 1
             if left > 0:

@@ -27,6 +27,17 @@ exists in all of them but the last, so a crash anywhere resumes from ``queued``:
 The bytes of a freshly queued message are handed over in memory (up to
 ``max_cached_bytes`` in total); past that, and for recovered or retried
 messages, they are read back from the queue file.
+
+Per-message work the hot path skips, because it cannot find anything:
+
+* the "already delivered?" lookups, for a message neither recovered nor failed
+  before (``_Item.check``): its names are new, since a queue id is minted once,
+  when the message is queued, and nothing else writes those names;
+* removing ``work/<id>.in|out``, for a message that never went through the
+  transform stage in this process and was not recovered (``_Item.work``);
+* checking a mailbox folder checked less than a second ago (see ``known`` in
+  :func:`buzon.storage.maildir.write_tmp`); a mailbox is forgotten, and so
+  checked again, as soon as any operation on it fails.
 """
 
 from __future__ import annotations
@@ -71,6 +82,8 @@ class _Item:
     content: bytes | None = None
     check: bool = False
     """Look for earlier deliveries first (recovered after a crash, or retried)."""
+    work: bool = False
+    """May have transform files in ``work/`` (recovered, or transformed here)."""
     transformed: bool = False
     attempts: int = 0
     first_failure: float | None = None
@@ -130,6 +143,10 @@ class DeliveryWorker:
             BatchThread(f"delivery-{n}", self._deliver_batch) for n in range(delivery_threads)
         ]
         self._next_disk = 0
+        # Mailboxes whose folders were checked recently; shared by the delivery
+        # threads (dict operations are atomic under the GIL; a lost update only
+        # costs one more check).
+        self._known_mailboxes: dict[str, float] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
@@ -140,7 +157,7 @@ class DeliveryWorker:
         for disk in self._disks:
             disk.start()
         for where in recovered:
-            self._dispatch(_Item(where, check=True))
+            self._dispatch(_Item(where, check=True, work=True))
 
     async def stop(self) -> None:
         """Stop retries, transforms and deliveries; the batch being written finishes."""
@@ -233,6 +250,7 @@ class DeliveryWorker:
 
     # -- transforms --------------------------------------------------------------------
     async def _transform_then_deliver(self, item: _Item) -> None:
+        item.work = True  # work/<id>.in and .out may exist from now on
         try:
             async with self._transform_slots:
                 result = await self._transform(item)
@@ -310,6 +328,7 @@ class DeliveryWorker:
                     maildir.commit(file, fsync=self.fsync)
                 except OSError as error:
                     results[index] = error
+                    self._known_mailboxes.pop(file.mailbox, None)
                     continue
                 touched.setdefault(file.mailbox, set()).add(index)
             pending.clear()
@@ -337,11 +356,12 @@ class DeliveryWorker:
                 try:
                     maildir.sync_new(self.mail_root, mailbox)
                 except OSError as error:
+                    self._known_mailboxes.pop(mailbox, None)
                     for i in indexes:
                         results[i] = error
         for item, result in zip(items, results, strict=True):
             if result is None:
-                self.spool.release(item.where)
+                self.spool.release(item.where, work=item.work)
         return results
 
     def _write_one(self, envelope: Envelope, content: bytes, check: bool) -> list[maildir.Pending]:
@@ -370,7 +390,9 @@ class DeliveryWorker:
                     esmtp=envelope.esmtp,
                     received=envelope.received,
                 )
-                files.append(maildir.write_tmp(self.mail_root, mailbox, name, (headers, content)))
+                files.append(maildir.write_tmp(
+                    self.mail_root, mailbox, name, (headers, content), known=self._known_mailboxes
+                ))
         except BaseException:
             for file in files:
                 maildir.abandon(file)
