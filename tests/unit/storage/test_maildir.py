@@ -1,7 +1,9 @@
-"""Maildir writer: the trusted-mailbox shortcut."""
+"""Maildir writer: the trusted-mailbox shortcut and the folder-placement hint."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 from pathlib import Path
 
@@ -84,3 +86,43 @@ def test_without_known_every_delivery_checks_the_folder(
     monkeypatch.setattr(maildir.os, "lstat", lambda p: calls.append(p) or real(p))
     _deliver(tmp_path, "cid", "m2", None)
     assert calls  # the shortcut is opt-in
+
+
+def _flags(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, maildir._FS_IOC_GETFLAGS, flags, True)
+        return flags[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_the_mail_root_is_marked_top_of_hierarchy_before_the_first_mailbox(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "mail"
+    root.mkdir()
+    before = _flags(root)
+    if before is None:
+        pytest.skip("this file system has no inode flags (not ext2/3/4)")
+    assert not before & maildir._FS_TOPDIR_FL
+    _deliver(root, "dora", "m1", None)
+    flags = _flags(root)
+    assert flags is not None
+    if not flags & maildir._FS_TOPDIR_FL:
+        pytest.skip("this file system ignores FS_TOPDIR_FL")
+    assert flags == before | maildir._FS_TOPDIR_FL  # nothing else changed
+
+
+def test_the_placement_hint_never_fails_a_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object) -> None:
+        raise OSError(25, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(maildir.fcntl, "ioctl", refuse)
+    final = _deliver(tmp_path / "elsewhere", "fay", "m1", None)
+    assert final.exists()
