@@ -76,6 +76,21 @@ def test_idle_timeout_says_421_and_closes(make_server: Callable[..., RunningServ
         assert c.closed()
 
 
+def test_each_command_restarts_the_idle_period(make_server: Callable[..., RunningServer]) -> None:
+    """The timer is moved, not re-created, per command: it must still measure silence."""
+    server = make_server(idle_timeout=0.5)
+    with LineClient(server.port) as c:
+        c.reply()
+        for _ in range(5):  # 5 x 0.3 s = 1.5 s of session, never 0.5 s of silence
+            assert c.cmd("NOOP") == "250 2.0.0 Ok"
+            time.sleep(0.3)
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+        quiet = time.monotonic()
+        assert c.reply() == "421 4.4.2 mx.test Error: timeout exceeded"
+        assert 0.4 < time.monotonic() - quiet < 1.5
+        assert c.closed()
+
+
 def test_a_slow_but_live_data_transfer_is_not_cut_off(
     make_server: Callable[..., RunningServer],
 ) -> None:

@@ -14,6 +14,11 @@ commands in order for free. We change:
   only per command, which would cut off a slow but live DATA transfer). In
   the command phase only a whole command counts, so a dripped line times out.
 * ``_timeout_cb``: say ``421 4.4.2`` before closing (aiosmtpd just closes).
+* ``_reset_timeout``: aiosmtpd cancels the idle timer and creates a new one for
+  every command, 8% of the event loop's time per message (py-spy). We move a
+  deadline instead; the one timer, if it fires before the deadline, re-arms
+  itself for the rest.
+* ``push``: the bytes of our constant replies are built once per process.
 * ``smtp_DATA``: the body is read in large chunks (:mod:`buzon.smtp.dataread`)
   rather than line by line, under a deadline for the whole transfer.
 * ``smtp_MAIL`` / ``smtp_RCPT``: parsed by the pure :mod:`buzon.smtp.syntax`
@@ -41,9 +46,18 @@ from aiosmtpd.smtp import SMTP, Envelope
 from buzon.accesslog import AccessLog, format_peer
 from buzon.metrics.counters import Counters
 from buzon.smtp import dataread, replies
+from buzon.smtp.replies import Reply
 from buzon.smtp.syntax import SyntaxFault, UnsafeMailbox, mailbox_name, parse_mail, parse_rcpt
 
 __all__ = ["BuzonEnvelope", "BuzonSMTP", "Hub", "Limits", "refuse_busy"]
+
+# Reply constant -> its line on the wire; only the constants of replies.py (a
+# fixed set) go in, never lines with a queue id or a peer's words.
+_WIRE: dict[Reply, bytes] = {}
+
+
+def _wire(line: str) -> bytes:
+    return (replies.translate(line) + "\r\n").encode("ascii", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +117,8 @@ class BuzonSMTP(SMTP):
         self._peer = "?"
         self._counted = False
         self._in_data = False
+        self._deadline = 0.0  # loop time when the session counts as idle
+        self._timer_at: float | None = None  # when the armed idle timer fires
 
     # -- connection bookkeeping ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -167,8 +183,14 @@ class BuzonSMTP(SMTP):
 
     # -- replies -----------------------------------------------------------------------
     async def push(self, status: Any) -> None:
-        line = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
-        data = (replies.translate(line) + "\r\n").encode("ascii", "replace")
+        if isinstance(status, Reply):
+            data = _WIRE.get(status)
+            if data is None:
+                data = _WIRE[status] = _wire(str(status))
+        elif isinstance(status, bytes):
+            data = _wire(status.decode("ascii", "replace"))
+        else:
+            data = _wire(str(status))
         self.hub.counters.bytes_transferred += len(data)
         self._writer.write(data)
         await self._writer.drain()
@@ -182,7 +204,21 @@ class BuzonSMTP(SMTP):
         self.transport.write(data)
         self.transport.close()
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        if self._timer_at is not None and self._timer_at <= self._deadline:
+            return  # the armed timer fires first and re-arms for the rest
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._timer_at = self._deadline
+        self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+
     def _timeout_cb(self) -> None:
+        self._timer_at = None
+        left = self._deadline - self.loop.time()
+        if left > 0.01:  # a command came since it was armed (timers run to the ms)
+            self._reset_timeout(left)
+            return
         if not self._in_data:
             self.say_and_close(replies.TIMEOUT.format(self.hostname))
             return
@@ -193,6 +229,10 @@ class BuzonSMTP(SMTP):
             self._reset_timeout(remaining)
             return
         self.say_and_close(replies.TIMEOUT.format(self.hostname))
+
+    def _data_too_long(self) -> None:
+        # The line is formatted only if it is sent, not once per message.
+        self.say_and_close(replies.DATA_TIMEOUT.format(self.hostname))
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
         assert self.envelope is not None
@@ -205,11 +245,7 @@ class BuzonSMTP(SMTP):
         await self.push(replies.DATA_GO)
         # The idle timer resets on every byte, so a client dripping one byte a
         # minute would hold its slot forever; DATA as a whole gets a deadline.
-        timer = self.loop.call_later(
-            self.hub.limits.data_timeout,
-            self.say_and_close,
-            replies.DATA_TIMEOUT.format(self.hostname),
-        )
+        timer = self.loop.call_later(self.hub.limits.data_timeout, self._data_too_long)
         limit = self.data_size_limit or 0
         self._in_data = True
         self._last_activity = time.monotonic()
