@@ -150,7 +150,6 @@ class Supervisor:
                 sys.executable, "-m", "buzon.multiproc.worker",
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=(write_fd,),
-                start_new_session=False,
             )
         finally:
             os.close(write_fd)
