@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from helpers import LineClient, body_of, code, free_port, maildir_files, server_process
+from helpers import LineClient, body_of, code, free_port, maildir_files, server_process, wait_for
 
 from buzon.spool.queue import Envelope, Spool, new_queue_id
 from buzon.storage import maildir
@@ -19,15 +19,6 @@ def _transaction(c: LineClient, rcpts: list[str], body: str) -> str:
         assert code(c.cmd(f"RCPT TO:<{rcpt}>")) == "250 2.1.5"
     c.cmd("DATA")
     return c.cmd(body + "\r\n.")
-
-
-def _wait_for(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_sigkill_right_after_250_delivers_once_per_recipient_after_restart(
@@ -45,8 +36,8 @@ def test_sigkill_right_after_250_delivers_once_per_recipient_after_restart(
             acked.append(reply.rsplit(" ", 1)[1])
     with server_process(data, port):
         mail = data / "mail"
-        assert _wait_for(lambda: len(maildir_files(mail, "k2")) == 5)
-        assert _wait_for(lambda: not any((data / "spool" / "queue").iterdir()))
+        assert wait_for(lambda: len(maildir_files(mail, "k2")) == 5)
+        assert wait_for(lambda: not any((data / "spool" / "queue").iterdir()))
     for box in ("k1", "k2"):
         files = maildir_files(mail, box)
         assert sorted(body_of(p) for p in files) == [f"round {i}\r\n".encode() for i in range(5)]
@@ -70,8 +61,8 @@ def test_crash_between_two_recipients_does_not_deliver_the_first_twice(tmp_path:
     new.rename(data / "mail" / "first" / "cur" / (name0 + ":2,S"))
 
     with server_process(data, free_port()):
-        assert _wait_for(lambda: len(maildir_files(data / "mail", "second")) == 1)
-        assert _wait_for(lambda: not any((data / "spool" / "queue").iterdir()))
+        assert wait_for(lambda: len(maildir_files(data / "mail", "second")) == 1)
+        assert wait_for(lambda: not any((data / "spool" / "queue").iterdir()))
     assert [p.name for p in maildir_files(data / "mail", "first")] == [name0 + ":2,S"]
 
 
@@ -81,7 +72,7 @@ def test_half_written_spool_files_are_dropped_at_start(tmp_path: Path) -> None:
     (spool.incoming / "PARTIAL").write_bytes(b"BUZON1 {\"queue_id\":")  # crash mid-write
     (spool.queue / "GARBAGE").write_bytes(b"not a queue file")
     with server_process(data, free_port()):
-        assert _wait_for(lambda: (spool.corrupt / "GARBAGE").exists())
+        assert wait_for(lambda: (spool.corrupt / "GARBAGE").exists())
     assert list(spool.incoming.iterdir()) == []
     assert not (data / "mail").exists() or list((data / "mail").iterdir()) == []
 
@@ -113,7 +104,7 @@ def test_sigterm_lets_a_transaction_in_flight_finish_and_says_421_to_idle_sessio
             idle.close()
     # Queued before the 250: delivered now or at the next start, never lost.
     with server_process(data, port):
-        assert _wait_for(lambda: len(maildir_files(data / "mail", "inflight")) == 1)
+        assert wait_for(lambda: len(maildir_files(data / "mail", "inflight")) == 1)
     (path,) = maildir_files(data / "mail", "inflight")
     assert body_of(path) == b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n"
 

@@ -19,6 +19,7 @@ from helpers import (
     free_port,
     maildir_files,
     server_process,
+    wait_for,
 )
 
 from buzon.monitor import Command
@@ -52,15 +53,6 @@ def _switch(monitor_port: int, command: Command) -> bool:
         response = decode_response(sock.recv(64))
     assert response.status == 0, response
     return bool(response.data[0])
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_local_tac_reverses_the_lines_byte_exact(make_server: Callable[..., RunningServer]) -> None:
@@ -137,7 +129,7 @@ def test_hold_keeps_the_message_until_the_operator_acts(
     assert server.server.counters.transform_fallback == 0
     # The operator switches transforms off: the held message goes out untouched.
     _switch(server.monitor_port, Command.TRANSFORM_DISABLE)
-    assert _wait(lambda: len(maildir_files(server.mail_root, "held")) == 1, timeout=30)
+    assert wait_for(lambda: len(maildir_files(server.mail_root, "held")) == 1, timeout=30)
     assert body_of(maildir_files(server.mail_root, "held")[0]) == MESSAGE
 
 
@@ -150,8 +142,8 @@ def test_sigkill_during_a_transform_delivers_once_after_restart(tmp_path: Path) 
     assert maildir_files(data / "mail", "crash1") == []
     with server_process(data, port, env={"BUZON_TRANSFORM_ENABLED": "false"}) as proc:
         # The switch was never used, so the setting decides: off, deliver as is.
-        assert _wait(lambda: len(maildir_files(data / "mail", "crash2")) == 1)
-        assert _wait(lambda: not any((data / "spool" / "queue").iterdir()))
+        assert wait_for(lambda: len(maildir_files(data / "mail", "crash2")) == 1)
+        assert wait_for(lambda: not any((data / "spool" / "queue").iterdir()))
         proc.terminate()
     for box in ("crash1", "crash2"):
         (path,) = maildir_files(data / "mail", box)
