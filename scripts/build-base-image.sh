@@ -7,8 +7,8 @@
 # debootstrap --variant=minbase bookworm with python3 + python3-venv + ca-certificates,
 # from the Debian mirror this host already uses, plus the host's CA bundle (HTTPS may go
 # through an intercepting proxy), then `docker import`. Idempotent: an existing image is
-# kept unless --force. Every Dockerfile in services/ accepts it as
-#   docker build --build-arg BASE_IMAGE=buzon-base:bookworm ...
+# kept unless --force. services/Dockerfile (every image, one target each) accepts it as
+#   docker build -f services/Dockerfile --target smtp --build-arg BASE_IMAGE=buzon-base:bookworm .
 # or, with compose, BUZON_BASE_IMAGE=buzon-base:bookworm docker compose build.
 set -euo pipefail
 log() { printf '[base-image] %s\n' "$*" >&2; }

@@ -16,12 +16,19 @@ import subprocess
 import time
 
 import pytest
-from system.compose_stack import REPO, Stack, require_docker
+from system.compose_stack import IMAGE_TAG, REPO, Stack, require_docker
 
 pytestmark = pytest.mark.docker
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 HEALTH_INTERVAL = 2.0  # BUZON_HEALTHCHECK_INTERVAL in the stack's env file
+#: What each long-running service's healthcheck speaks (compose.yaml is its only home).
+HEALTH_TESTS = {
+    "smtp": ["CMD", "python3", "-m", "buzon.health", "smtp", "127.0.0.1", "2525"],
+    "transform-tac": ["CMD", "buzon-sidecar", "--health", "127.0.0.1:7000"],
+    "spamassassin": ["CMD-SHELL", ("spamc -U /run/spamd/spamd.sock -K >/dev/null"
+                                   " && buzon-sidecar --health 127.0.0.1:7000")],
+}
 
 
 def _index(lines: list[bytes], prefix: bytes) -> int:
@@ -60,9 +67,16 @@ def test_compose_defaults_need_no_env_file() -> None:
     assert smtp_env["BUZON_MONITOR_TOKEN"] is None  # unset: the server generates one
     for name in ("smtp", "transform-tac", "spamassassin"):
         assert services[name]["restart"] == "unless-stopped"
-        assert services[name]["healthcheck"]["test"]
-        assert services[name]["build"]["args"]["BASE_IMAGE"] == "python:3.12-slim"
+        health = services[name]["healthcheck"]
+        assert health["test"] == HEALTH_TESTS[name]
+        assert (health["interval"], health["timeout"], health["retries"]) == ("10s", "10s", 3)
         assert any(v["target"] == "/var/lib/buzon" for v in services[name]["volumes"])
+    assert "healthcheck" not in services["monitor-client"]
+    # Every image is one target of the one Dockerfile (one build stage, one user block).
+    for name, service in services.items():
+        assert service["build"]["dockerfile"] == "services/Dockerfile", name
+        assert service["build"]["target"] == name
+        assert service["build"]["args"]["BASE_IMAGE"] == "python:3.12-slim"
     client = services["monitor-client"]
     assert client["profiles"] == ["tools"]
     assert client["depends_on"]["smtp"]["condition"] == "service_healthy"
@@ -80,6 +94,26 @@ def test_services_are_healthy_and_not_root(stack: Stack) -> None:
         assert uid == "10025", (service, uid)
     published = stack.compose("port", "--protocol", "udp", "smtp", "2626").stdout.strip()
     assert published == f"127.0.0.1:{stack.monitor_port}"
+
+
+def test_healthchecks_come_from_compose_only(stack: Stack) -> None:
+    """No image defines a HEALTHCHECK; the containers run compose.yaml's, at its interval."""
+    for service in ("smtp", "transform-tac", "spamassassin", "monitor-client"):
+        image = f"buzon-{service}:{IMAGE_TAG}"
+        result = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config.Healthcheck}}", image],
+            capture_output=True, text=True, timeout=30, check=True,
+        )
+        assert result.stdout.strip() == "null", (image, result.stdout)
+    for service, test in HEALTH_TESTS.items():
+        cid = stack.compose("ps", "-q", service).stdout.strip()
+        result = subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Config.Healthcheck}}", cid],
+            capture_output=True, text=True, timeout=30, check=True,
+        )
+        health = json.loads(result.stdout)
+        assert health["Test"] == test, service
+        assert health["Interval"] == int(HEALTH_INTERVAL * 1e9), service
 
 
 def test_mail_lands_in_each_recipients_maildir(stack: Stack, marker: str) -> None:
