@@ -53,8 +53,8 @@ OPTIONAL_SETTINGS: list[tuple[str, str]] = [
 COMPOSE_ONLY: dict[str, tuple[str, str]] = {
     "BUZON_BASE_IMAGE": (
         "python:3.12-slim",
-        ("Base image of every Dockerfile; without a registry use buzon-base:bookworm "
-        "from scripts/build-base-image.sh."),
+        ("Base image of services/Dockerfile (every target); without a registry use "
+         "buzon-base:bookworm from scripts/build-base-image.sh."),
     ),
     "BUZON_IMAGE_TAG": ("local", "Tag of the images compose builds (buzon-smtp:<tag>, ...)."),
     "BUZON_SMTP_PUBLISH": (

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from buzon.config import ServerSettings, load_server_settings
-from buzon.smtp.server import Server
+from buzon.app.server import Server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,8 +161,8 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
-        assert self.server.worker is not None
-        self.call(asyncio.wait_for(self.server.worker.wait_idle(), timeout), timeout + 5)
+        assert self.server.delivery is not None
+        self.call(asyncio.wait_for(self.server.delivery.wait_idle(), timeout), timeout + 5)
 
     @property
     def port(self) -> int:

@@ -1,5 +1,5 @@
 """`python -m buzon` runs the SMTP server."""
 
-from buzon.smtp.main import main
+from buzon.app.main import main
 
 raise SystemExit(main())

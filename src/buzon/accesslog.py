@@ -13,17 +13,9 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-__all__ = ["AccessLog", "format_peer", "setup_logging"]
-
-
-def format_peer(peer: Any) -> str:
-    """``127.0.0.1:2525`` or ``[::1]:2525`` from a socket address tuple."""
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(peer)
+__all__ = ["AccessLog", "setup_logging"]
 
 
 class _UTCFormatter(logging.Formatter):

@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from buzon import __version__
+from buzon.net import parse_listen
 
 __all__ = [
     "ClientSettings",
@@ -31,7 +32,6 @@ __all__ = [
     "TOKEN_LENGTH",
     "exit_on_invalid",
     "load_server_settings",
-    "parse_listen",
     "validate_token",
 ]
 
@@ -54,14 +54,6 @@ def validate_token(value: str) -> str:
     if value.lower() in _KNOWN_TOKENS:
         raise ValueError("is a well-known default token; choose a secret one")
     return value
-
-
-def parse_listen(value: str) -> tuple[str, ...]:
-    """Split a comma-separated list of listen addresses ("0.0.0.0,::")."""
-    hosts = tuple(h.strip().strip("[]") for h in value.split(",") if h.strip())
-    if not hosts:
-        raise ValueError("must name at least one address")
-    return hosts
 
 
 class ServerSettings(BaseSettings):

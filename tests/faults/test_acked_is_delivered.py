@@ -41,7 +41,7 @@ def test_a_recipient_acked_at_rcpt_and_data_is_delivered(
     assert code(final) == "250 2.0.0"
     ledger = Ledger()
     ledger.record(Message("quoted-1", local, body), final)
-    pending = server.server.worker
+    pending = server.server.delivery
     assert wait_until(lambda: count_files(server.mail_root) == 1, 3), (
         f"acked {final.rsplit(' ', 1)[1]} but not delivered; "
         f"{pending.pending if pending else '?'} message(s) deferred")

@@ -55,7 +55,7 @@ def test_read_only_mail_root_defers_deliveries_then_delivers_once(
             assert during.codes == {"250 2.0.0": 30}, during.codes
             time.sleep(1.0)  # several delivery attempts at 0.1 s, 0.2 s, 0.4 s...
             assert count_files(root) == 20, "delivered onto a read-only file system?"
-            assert server.server.worker is not None and server.server.worker.pending == 30
+            assert server.server.delivery is not None and server.server.delivery.pending == 30
             assert set(queued_ids(spool)) >= during.acked_ids, "a deferred message left the queue"
 
             remount(root, "rw")

@@ -30,16 +30,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from buzon.smtp.syntax import (
-    MAX_LOCAL_PART,
-    MailArgs,
-    SyntaxFault,
-    UnsafeMailbox,
-    mailbox_name,
-    parse_mail,
-    parse_rcpt,
-)
+from buzon.smtp.syntax import MailArgs, SyntaxFault, parse_mail, parse_rcpt
 from buzon.storage import maildir
+from buzon.storage.mailbox import MAX_LOCAL_PART, UnsafeMailbox, mailbox_name
 
 FUZZ = settings.get_profile("fuzz")
 # Hypothesis imports libcst to write a patch of a failing example; its

@@ -17,7 +17,6 @@ from buzon.transform import (
     SidecarTransform,
     TransformError,
     build_transforms,
-    parse_address,
 )
 
 MESSAGE = (
@@ -304,22 +303,7 @@ def test_sidecars_win_over_a_local_program(tmp_path: Path) -> None:
     assert repr(chain) == "Chain(SidecarTransform('a:1') | SidecarTransform('[::1]:7000'))"
 
 
-@pytest.mark.parametrize(
-    "text", ["host", "host:", ":7000", "host:0", "host:65536", "host:x", "::1:7000", "[]:7000"]
-)
-def test_parse_address_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_address(text)
-
-
 @pytest.mark.parametrize("spec", ["tac |", "| tac", "tac || rev", "tr 'x", "a | | b"])
 def test_build_transforms_refuses_malformed_programs(tmp_path: Path, spec: str) -> None:
     with pytest.raises(ValueError):
         build_transforms(spec, None, spool_root=tmp_path, timeout=1, max_output=1)
-
-
-def test_transform_error_retryable_defaults_follow_the_kind() -> None:
-    assert TransformError("down", "x").retryable is True
-    assert TransformError("oversize", "x").retryable is False
-    assert TransformError("oversize", "x", retryable=True).retryable is True
-    assert TransformError("something-new", "x").retryable is True

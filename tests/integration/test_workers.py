@@ -236,7 +236,7 @@ def test_port_zero_picks_a_free_port_with_the_default_event_loop(
     with open(server.log, "wb") as log:
         proc = subprocess.Popen(server.args, env=server.env, stdout=log, stderr=log)
     try:
-        found = wait_for(lambda: re.search(r"started.* SMTP on \[127\.0\.0\.1\]:(\d+)",
+        found = wait_for(lambda: re.search(r"started.* SMTP on 127\.0\.0\.1:(\d+)",
                                            server.log.read_text()))
         assert found, server.log.read_text()
         with smtplib.SMTP("127.0.0.1", int(found.group(1)), timeout=10) as client:

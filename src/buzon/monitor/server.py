@@ -10,15 +10,16 @@ has one budget whether it comes over IPv4 or IPv6. Work per datagram is a few
 microseconds and never awaits, so the monitor runs on the SMTP event loop
 without slowing sessions down.
 
-Sockets are created here rather than by ``create_datagram_endpoint(local_addr=)``
-so that IPv6 sockets get ``IPV6_V6ONLY``: otherwise ``::`` would claim the IPv4
-port as well and collide with the ``0.0.0.0`` listener.
+Sockets come from :func:`buzon.net.bind_sockets` rather than
+``create_datagram_endpoint(local_addr=)`` so that IPv6 sockets get
+``IPV6_V6ONLY`` (otherwise ``::`` would claim the IPv4 port as well and collide
+with the ``0.0.0.0`` listener), and so that the monitor follows the same bind
+policy as every other listener.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from buzon.metrics.counters import Counters
 from buzon.monitor.handler import TransformSwitch, respond
 from buzon.monitor.ratelimit import FailureLimiter
 from buzon.monitor.wire import TOKEN_SIZE
+from buzon.net import bind_sockets, format_peer
 
 __all__ = ["MonitorProtocol", "start_monitor"]
 
@@ -37,14 +39,6 @@ log = logging.getLogger("buzon.monitor")
 # with SMTP; the kernel charges ~1 KiB per small datagram, so the default buffer
 # (~208 KiB) holds only ~200. Linux caps the request at net.core.rmem_max.
 _RCVBUF = 1 << 21
-
-# Errors meaning "this host has no IPv6", not "the configuration is wrong".
-# (getaddrinfo reports the same as EAI_* codes, which are negative on Linux.)
-_NO_IPV6 = frozenset(
-    {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
-    | {getattr(socket, name) for name in ("EAI_ADDRFAMILY", "EAI_FAMILY") if hasattr(socket, name)}
-)
-
 
 class MonitorProtocol(asyncio.DatagramProtocol):
     """One UDP listener of the monitor; state is shared with its siblings."""
@@ -119,75 +113,29 @@ async def start_monitor(
 
     Raises:
         ValueError: the token is not 8 bytes.
-        OSError: a host cannot be bound. An IPv6 host failing because the system
-            has no IPv6 is only logged, provided some other host was bound.
+        OSError: a host cannot be bound (the policy of :mod:`buzon.net`: an
+            address this machine lacks is skipped if another one is bound).
     """
     if len(token) != TOKEN_SIZE:
         raise ValueError(f"the monitor token must be {TOKEN_SIZE} bytes")
     loop = asyncio.get_running_loop()
     limiter = FailureLimiter(failures_per_minute, max_tracked=max_tracked)
+    sockets = bind_sockets(hosts, port, kind=socket.SOCK_DGRAM, rcvbuf=_RCVBUF)
     transports: list[asyncio.DatagramTransport] = []
-    skipped: list[tuple[str, OSError]] = []
     try:
-        for host in hosts:
-            try:
-                sockets = await _bind(loop, host, port)
-            except OSError as error:
-                if ":" in host and error.errno in _NO_IPV6:
-                    skipped.append((host, error))
-                    continue
-                raise
-            for sock in sockets:
-                port = port or sock.getsockname()[1]
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: MonitorProtocol(
-                        counters=counters, token=token, switch=switch, limiter=limiter
-                    ),
-                    sock=sock,
-                )
-                transports.append(transport)
-                log.info("monitor listening on udp %s", _show(sock.getsockname()))
-        if not transports:
-            if skipped:
-                raise skipped[0][1]
-            raise OSError(errno.EINVAL, "no address to bind the monitor on")
+        for sock in sockets:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: MonitorProtocol(
+                    counters=counters, token=token, switch=switch, limiter=limiter
+                ),
+                sock=sock,
+            )
+            transports.append(transport)
+            log.info("monitor listening on udp %s", format_peer(sock.getsockname()))
     except BaseException:
         for transport in transports:
             transport.close()
-        raise
-    for host, error in skipped:
-        log.warning("monitor not listening on %s: %s (no IPv6 here?)", host, error.strerror)
-    return transports
-
-
-async def _bind(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[socket.socket]:
-    infos = await loop.getaddrinfo(
-        host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP, flags=socket.AI_PASSIVE
-    )
-    sockets: list[socket.socket] = []
-    seen: set[tuple] = set()
-    try:
-        for family, kind, proto, _, address in infos:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-            except OSError:  # a smaller buffer only means fewer datagrams queued
-                pass
-            sock.bind(address)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in sockets:
+        for sock in sockets[len(transports):]:
             sock.close()
         raise
-    return sockets
-
-
-def _show(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return transports

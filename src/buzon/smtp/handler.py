@@ -2,7 +2,7 @@
 
 Each hook validates, delegates and returns a constant from
 :mod:`buzon.smtp.replies`. ``handle_DATA`` is the durability boundary: it
-returns ``250 ... queued as <id>`` only after :meth:`buzon.spool.Spool.store`
+returns ``250 ... queued as <id>`` only after :meth:`buzon.spool.Intake.store`
 has flushed the message to disk, and a failing disk becomes a 4xx, never a 5xx,
 so the client keeps the message and retries (SPEC §2, issue 6).
 """
@@ -14,10 +14,8 @@ import logging
 from typing import Any
 
 from buzon.smtp import replies
-from buzon.smtp.protocol import BuzonEnvelope, BuzonSMTP
-from buzon.spool.disk import BatchThread
-from buzon.spool.queue import Envelope, Location, new_queue_id
-from buzon.spool.worker import DeliveryWorker
+from buzon.smtp.session import BuzonEnvelope, BuzonSMTP
+from buzon.spool import Envelope, Intake, new_queue_id
 
 __all__ = ["Handler"]
 
@@ -34,11 +32,8 @@ _QUEUED = str(replies.QUEUED)
 class Handler:
     """aiosmtpd event handler for Buzón sessions."""
 
-    def __init__(self, committer: BatchThread[tuple[Envelope, bytes], Location],
-                 worker: DeliveryWorker) -> None:
-        # The committer batches queue writes across sessions (group commit).
-        self.committer = committer
-        self.worker = worker
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
 
     async def handle_HELO(self, server: BuzonSMTP, session: Any, envelope: Any, hostname: str) -> str:  # noqa: N802,E501
         session.host_name = hostname
@@ -78,12 +73,11 @@ class Handler:
             size=len(content),
         )
         try:
-            where = await self.committer.submit((queued, content))
+            await self.intake.store(queued, content)
         except OSError as error:
             log.error("cannot queue a message from %s: %s", server.peer, error)
             return str(replies.STORAGE_FULL if error.errno in _FULL else replies.QUEUE_ERROR)
         server.hub.counters.mails_sent += 1
-        self.worker.submit(where, queued, content)
         server.hub.access.accepted(
             server.peer, queued.queue_id, queued.sender, queued.recipients, queued.size
         )

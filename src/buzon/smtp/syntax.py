@@ -1,4 +1,4 @@
-"""Pure parsing of MAIL/RCPT arguments and mailbox names: strings in, values or a Reply out.
+"""Pure parsing of MAIL/RCPT arguments: strings in, values or a Reply out.
 
 Theory of operation
 -------------------
@@ -27,18 +27,12 @@ from buzon.smtp import replies
 from buzon.smtp.replies import Reply
 
 __all__ = [
-    "MAX_LOCAL_PART",
     "MailArgs",
     "SyntaxFault",
-    "UnsafeMailbox",
-    "check_mailbox",
-    "mailbox_name",
     "parse_mail",
     "parse_rcpt",
 ]
 
-#: RFC 5321 §4.5.3.1.1; also keeps Maildir directory names short.
-MAX_LOCAL_PART = 64
 _MAX_DOMAIN = 255
 
 # atext from RFC 5322 §3.2.3, for dot-atom local parts.
@@ -58,10 +52,6 @@ class SyntaxFault(Exception):
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
-
-
-class UnsafeMailbox(ValueError):
-    """The recipient's local part cannot safely name a directory under the mail root."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,44 +173,3 @@ def parse_rcpt(arg: str | None, *, extended: bool) -> MailArgs:
     if params:
         raise SyntaxFault(replies.PARAM_UNKNOWN.format(_printable(next(iter(params)))))
     return MailArgs(path, params)
-
-
-def mailbox_name(address: str) -> str:
-    """The Maildir folder name for a recipient: its local part, unquoted, lowercased.
-
-    SPEC §3 names mailboxes by local part. Every character that could climb out of
-    the mail root, hide a folder, or confuse a shell or a terminal is refused rather
-    than escaped, so one name never maps onto another's folder.
-
-    Raises:
-        UnsafeMailbox: see :func:`check_mailbox`.
-    """
-    local = address.rpartition("@")[0] if "@" in address else address
-    if local.startswith('"') and local.endswith('"') and len(local) >= 2:
-        local = re.sub(r"\\(.)", r"\1", local[1:-1])
-    return check_mailbox(local.lower())
-
-
-def check_mailbox(name: str) -> str:
-    """Check that a (derived) mailbox name is safe as one directory under the mail root.
-
-    Separate from :func:`mailbox_name` so a stored name can be checked again
-    without being parsed as an address ('"a@b"@x' names the folder "a@b").
-
-    Raises:
-        UnsafeMailbox: empty, over 64 octets, a leading dot (".", ".."), a slash or
-            backslash, NUL or any control character, non-ASCII, or upper case.
-    """
-    if not name:
-        raise UnsafeMailbox("empty local part")
-    if not name.isascii():
-        raise UnsafeMailbox("non-ASCII character")
-    if len(name) > MAX_LOCAL_PART:
-        raise UnsafeMailbox("local part longer than 64 octets")
-    if name.startswith("."):
-        raise UnsafeMailbox("leading dot")
-    if not name.isascii() or any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise UnsafeMailbox("slash, backslash, control or non-ASCII character")
-    if name != name.lower():
-        raise UnsafeMailbox("not lower case")
-    return name

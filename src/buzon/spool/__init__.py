@@ -1,6 +1,19 @@
-"""The durable queue and its delivery worker."""
+"""The durable queue: one door in (:class:`Intake`), recovery at start-up, release after delivery.
 
-from buzon.spool.queue import Envelope, Spool, SpoolCorrupt, new_queue_id
-from buzon.spool.worker import DeliveryWorker
+What happens to a message after it is queued lives in :mod:`buzon.delivery`.
+"""
 
-__all__ = ["DeliveryWorker", "Envelope", "Spool", "SpoolCorrupt", "new_queue_id"]
+from buzon.spool.intake import Intake
+from buzon.spool.queue import Envelope, Location, Spool, SpoolCorrupt, new_queue_id
+from buzon.spool.shards import adopt_orphans, shard_root
+
+__all__ = [
+    "Envelope",
+    "Intake",
+    "Location",
+    "Spool",
+    "SpoolCorrupt",
+    "adopt_orphans",
+    "new_queue_id",
+    "shard_root",
+]

@@ -22,7 +22,7 @@ queueing cheap (file creation is the costly part on most file systems).
 
 A segment is removed once every message in it has been delivered (reference
 counts in memory; :meth:`Spool.release`). That needs no flush: a removal lost
-in a crash resurrects messages whose recipients the delivery worker finds
+in a crash resurrects messages whose recipients the delivery pipeline finds
 already delivered (see :mod:`buzon.storage.maildir`), so nobody gets them
 twice. Segments are capped at ``segment_bytes`` so a message held for a long
 time pins little else on disk.

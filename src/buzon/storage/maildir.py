@@ -17,7 +17,7 @@ there and appended ``:2,S`` flags), so a crash between two recipients never
 delivers twice.
 
 Every path is built from a mailbox name vetted by
-:func:`buzon.smtp.syntax.mailbox_name`; :func:`mailbox_path` checks it again and
+:func:`buzon.storage.mailbox.mailbox_name`; :func:`mailbox_path` checks it again and
 refuses a mailbox folder that is a symbolic link, so nothing is ever written
 outside the mail root even if someone plants a link there. A caller that
 delivers many messages may pass a ``known`` map to :func:`write_tmp`: a mailbox
@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buzon.fsutil import fsync_dir, unlink_quietly
-from buzon.smtp.syntax import check_mailbox
+from buzon.storage.mailbox import check_mailbox
 
 __all__ = [
     "UnsafePath",

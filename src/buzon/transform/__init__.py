@@ -1,17 +1,33 @@
 """Transforms: external programs run on each queued message before delivery (SPEC §4).
 
-``buzon.transform.protocol`` is the sans-IO sidecar handoff format,
-``buzon.transform.runner`` runs transforms on the smtp side (a local program, a
-sidecar, a chain), ``buzon.transform.sidecar`` is the ``buzon-sidecar`` server and
-``buzon.transform.switch`` the run-time on/off switch. This package re-exports
-what the server and tests use; the sidecar server is imported from its module.
+Where each part lives:
+
+- ``base``: what a transform is (:class:`Transform`); ``failures``: how it fails
+  (:class:`FailureKind`, :class:`TransformError`);
+- ``command``: :func:`run_command`, the one place a program is run, and
+  :class:`LocalCommand`, a program run as a child of the server;
+- ``client``: :class:`SidecarTransform` and :func:`health`, the smtp side of a sidecar;
+- ``runner``: :func:`build_transforms` (settings → transform) and :class:`Chain`;
+- ``wire``: the sans-IO sidecar handoff format; ``paths``: its spool paths
+  (:func:`confine`, :func:`relativize`);
+- ``sidecar``: the ``buzon-sidecar`` command (flags, ``main``), with its
+  ``sidecar_settings`` and its ``sidecar_server``;
+- ``switch``: the run-time on/off switch.
+
+This package re-exports what the server and tests use; the sidecar and the switch
+are imported from their modules.
 """
 
-from buzon.transform.protocol import (
+from buzon.transform.base import Transform
+from buzon.transform.client import SidecarTransform, health
+from buzon.transform.command import LocalCommand, run_command
+from buzon.transform.failures import RETRYABLE, WIRE_KINDS, FailureKind, TransformError
+from buzon.transform.paths import confine, relativize
+from buzon.transform.runner import Chain, build_transforms
+from buzon.transform.wire import (
     MAX_LINE,
     BadField,
     BadVersion,
-    ErrorKind,
     ErrorReply,
     HealthOk,
     HealthRequest,
@@ -24,34 +40,21 @@ from buzon.transform.protocol import (
     TransformRequest,
     UnknownOp,
     UnknownStatus,
-    confine,
     decode_request,
     decode_response,
     encode_request,
     encode_response,
-    relativize,
-)
-from buzon.transform.runner import (
-    RETRYABLE,
-    Chain,
-    LocalCommand,
-    SidecarTransform,
-    Transform,
-    TransformError,
-    build_transforms,
-    health,
-    parse_address,
-    run_command,
 )
 
 __all__ = [
     "MAX_LINE",
     "RETRYABLE",
+    "WIRE_KINDS",
     "BadField",
     "BadVersion",
     "Chain",
-    "ErrorKind",
     "ErrorReply",
+    "FailureKind",
     "HealthOk",
     "HealthRequest",
     "LineTooLong",
@@ -74,7 +77,6 @@ __all__ = [
     "encode_request",
     "encode_response",
     "health",
-    "parse_address",
     "relativize",
     "run_command",
 ]

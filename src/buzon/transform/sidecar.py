@@ -3,29 +3,18 @@
 Theory of operation
 -------------------
 A sidecar container shares the mail volume with ``smtp`` and runs one program
-(``tac``, ``spamc``, yours) on messages the server names over TCP, using the
-protocol in :mod:`buzon.transform.protocol` (documented in docs/protocol.md):
-one connection, one JSON line each way.
-
-For a ``transform`` request the sidecar
-
-1. confines both paths to ``--root`` (:func:`~buzon.transform.protocol.confine`),
-   answering ``path`` for anything outside it, a missing input or output
-   directory;
-2. admits the request: at most ``--concurrency`` run at once, up to ``--queue``
-   more wait for a slot; beyond that, or while the same output is already being
-   written, the answer is ``busy`` at once (the server retries later);
-3. runs the program with :func:`~buzon.transform.runner.run_command`: stdin is
-   the input file, stdout goes to ``output.tmp`` (capped at ``--max-output``),
-   flushed and renamed to ``output``; the program's process group is killed on
-   timeout or oversize;
-4. answers ``ok`` with the size and the milliseconds spent, or the error kind.
-
-Each request is logged as one line with its duration (health requests at DEBUG,
-since Docker sends one every few seconds). :class:`Sidecar` owns the lifecycle,
-as uvicorn's ``Server`` does: SIGTERM or SIGINT only set an event; shutdown
-closes the listeners, lets requests in flight finish for ``--grace`` seconds,
-cancels (and so kills) what is left, and exits 0.
+(``tac``, ``spamc``, yours) on messages the server names over TCP (the server is
+:class:`~buzon.transform.sidecar_server.Sidecar`, the protocol
+:mod:`buzon.transform.wire`, both documented in docs/protocol.md). This module
+is the process around it: its settings
+(:class:`~buzon.transform.sidecar_settings.SidecarSettings`, ``BUZON_SIDECAR_*``,
+flags win) are built once in :func:`main`, a bad value exits 2 with one line naming
+the variable, and the program is checked to be runnable before anything
+listens. Then, as uvicorn's ``Server`` does it: start the listeners (exit 1 if
+one cannot be bound), log the start with the pid and the bound addresses, wait;
+SIGTERM or SIGINT only set an event; shutdown closes the listeners, lets
+requests in flight finish for ``--grace`` seconds, cancels (and so kills) what
+is left, and exits 0.
 
 ``buzon-sidecar --health HOST:PORT`` sends one health request and exits 0 when
 it is answered, 1 otherwise: the Docker ``HEALTHCHECK``.
@@ -35,268 +24,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import shlex
 import shutil
 import signal
-import stat
 import sys
-import time
-from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
 from buzon import __version__
-from buzon.config import exit_on_invalid, parse_listen
-from buzon.transform.protocol import (
-    MAX_LINE,
-    ErrorKind,
-    ErrorReply,
-    HealthOk,
-    HealthRequest,
-    PathRefused,
-    ProtocolError,
-    Request,
-    Response,
-    TransformOk,
-    TransformRequest,
-    confine,
-    decode_request,
-    encode_response,
-)
-from buzon.transform.runner import TransformError, health, parse_address, run_command
+from buzon.config import exit_on_invalid
+from buzon.net import format_address, parse_address
+from buzon.transform.client import health
+from buzon.transform.failures import TransformError
+from buzon.transform.sidecar_server import Sidecar
+from buzon.transform.sidecar_settings import SidecarSettings
 
 __all__ = ["Sidecar", "SidecarSettings", "main"]
 
 log = logging.getLogger("buzon.sidecar")
-
-_READ_TIMEOUT = 10.0  # seconds a client gets to send its request line
-_HEALTH_COMMAND_CHARS = 1024  # the command shown by health, so the reply fits a line
-# run_command's kinds as the wire says them; "spawn" cannot happen after the start-up
-# check unless the program vanished, which is the sidecar's own problem.
-_WIRE_KIND = {
-    "timeout": ErrorKind.TIMEOUT,
-    "exit": ErrorKind.EXIT,
-    "oversize": ErrorKind.OVERSIZE,
-}
-
-
-class SidecarSettings(BaseSettings):
-    """Configuration of one ``buzon-sidecar`` process; flags override the environment."""
-
-    model_config = SettingsConfigDict(env_prefix="BUZON_SIDECAR_", extra="ignore")
-
-    listen: str = Field(
-        "0.0.0.0", description="Comma-separated addresses to listen on (flag --listen)."
-    )
-    port: int = Field(7000, ge=0, le=65535, description="TCP port (flag --port).")
-    root: Path = Field(
-        description="The spool root shared with smtp; no path outside it is touched (--root)."
-    )
-    timeout: float = Field(
-        30.0, gt=0, le=3600, description="Seconds the program may take per message (--timeout)."
-    )
-    concurrency: int = Field(
-        4, ge=1, le=1024, description="Programs run at once (--concurrency)."
-    )
-    queue: int = Field(
-        32, ge=0, le=100_000,
-        description="Requests that may wait for a free slot; past it the answer is busy (--queue).",
-    )
-    max_output: int = Field(
-        20_480_000, ge=1, le=1 << 34,
-        description="Largest output accepted, in bytes; the program is killed past it.",
-    )
-    grace: float = Field(
-        8.0, ge=0, le=3600,
-        description="Seconds requests in flight get to finish on SIGTERM (--grace).",
-    )
-    command: str | None = Field(
-        None, description="The program line, shell-split, used when no `-- COMMAND` is given."
-    )
-    fsync: bool = Field(True, description="Flush each output to disk before renaming it.")
-    log_level: str = Field(
-        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level on stderr."
-    )
-
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
-
-
-class Sidecar:
-    """Listeners, admission control and the requests in flight."""
-
-    def __init__(self, settings: SidecarSettings, command: list[str]) -> None:
-        self.settings = settings
-        self.command = list(command)
-        self.running = 0
-        self.queued = 0
-        self.addresses: list[tuple[str, int]] = []
-        self._slots = asyncio.Semaphore(settings.concurrency)
-        self._outputs: set[Path] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._servers: list[asyncio.Server] = []
-
-    # -- lifecycle -------------------------------------------------------------------
-    async def start(self) -> None:
-        """Listen on every configured address.
-
-        Raises:
-            OSError: an address cannot be bound.
-        """
-        for host in parse_listen(self.settings.listen):
-            server = await asyncio.start_server(
-                self._connection, host, self.settings.port, limit=MAX_LINE
-            )
-            self._servers.append(server)
-            self.addresses += [s.getsockname()[:2] for s in server.sockets]
-
-    async def shutdown(self) -> None:
-        """Stop accepting, let requests finish for ``grace`` s, cancel the rest."""
-        for server in self._servers:
-            server.close()
-        pending = set(self._tasks)
-        if pending:
-            _, pending = await asyncio.wait(pending, timeout=self.settings.grace)
-        if pending:
-            log.warning("cancelling %d request(s) still running after %g s",
-                        len(pending), self.settings.grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-
-    # -- requests --------------------------------------------------------------------
-    async def handle(self, request: Request) -> Response:
-        """Answer one decoded request (no socket involved)."""
-        if isinstance(request, HealthRequest):
-            return HealthOk(self._shown_command(), self.running, self.settings.concurrency,
-                            self.queued)
-        return await self._transform(request)
-
-    def _shown_command(self) -> tuple[str, ...]:
-        shown: list[str] = []
-        for arg in self.command:
-            if len(json.dumps(shown + [arg])) > _HEALTH_COMMAND_CHARS:
-                return (*shown, "...")
-            shown.append(arg)
-        return tuple(shown)
-
-    async def _transform(self, request: TransformRequest) -> Response:
-        start = time.perf_counter()
-        try:
-            src = confine(self.settings.root, request.input)
-            dst = confine(self.settings.root, request.output)
-        except PathRefused as error:
-            return ErrorReply(ErrorKind.PATH, str(error))
-        if src == dst:
-            return ErrorReply(ErrorKind.PATH, "input and output are the same file")
-        try:
-            if not stat.S_ISREG(os.stat(src).st_mode):
-                return ErrorReply(ErrorKind.PATH, f"{request.input!r} is not a regular file")
-        except FileNotFoundError:
-            return ErrorReply(ErrorKind.PATH, f"no file {request.input!r} under the spool root "
-                                              "(is the volume shared and mounted there?)")
-        if not dst.parent.is_dir():
-            return ErrorReply(ErrorKind.PATH, f"no directory for {request.output!r}")
-        if dst in self._outputs:
-            # A retry while the first attempt still runs: both would write output.tmp.
-            return ErrorReply(ErrorKind.BUSY, f"already writing {request.output!r}")
-        if self.running + self.queued >= self.settings.concurrency + self.settings.queue:
-            return ErrorReply(ErrorKind.BUSY, f"{self.running} running and {self.queued} queued")
-        self._outputs.add(dst)
-        try:
-            self.queued += 1
-            try:
-                await self._slots.acquire()
-            finally:
-                self.queued -= 1
-            self.running += 1
-            try:
-                size = await run_command(
-                    self.command, src, dst, timeout=self.settings.timeout,
-                    max_output=self.settings.max_output, fsync=self.settings.fsync,
-                )
-            finally:
-                self.running -= 1
-                self._slots.release()
-        except TransformError as error:
-            return ErrorReply(_WIRE_KIND.get(error.kind, ErrorKind.INTERNAL), error.detail)
-        finally:
-            self._outputs.discard(dst)
-        return TransformOk(size, (time.perf_counter() - start) * 1000)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        peer = _peer(writer)
-        start = time.perf_counter()
-        request: Request | None = None
-        try:
-            try:
-                line = await asyncio.wait_for(reader.readuntil(b"\n"), _READ_TIMEOUT)
-                request = decode_request(line)
-            except asyncio.IncompleteReadError as error:
-                if not error.partial:
-                    return  # connected and left: a port probe, nothing to answer
-                response: Response = ErrorReply(ErrorKind.BAD_REQUEST,
-                                                "request line not terminated by a newline")
-            except asyncio.LimitOverrunError:
-                response = ErrorReply(ErrorKind.BAD_REQUEST, f"line longer than {MAX_LINE} bytes")
-            except TimeoutError:
-                response = ErrorReply(ErrorKind.BAD_REQUEST,
-                                      f"no request within {_READ_TIMEOUT:g} s")
-            except ProtocolError as error:
-                response = ErrorReply(error.kind, str(error))
-            else:
-                response = await self.handle(request)
-            writer.write(encode_response(response))
-            await writer.drain()
-        except ConnectionError as error:
-            log.info("%s: connection lost: %s", peer, error)
-            return
-        except Exception:
-            # A bug in one request must not take the sidecar down (aiosmtpd's
-            # handle_exception): answer "internal" and keep serving.
-            log.exception("%s: unexpected error", peer)
-            response = ErrorReply(ErrorKind.INTERNAL, "unexpected error; see the sidecar's log")
-            with contextlib.suppress(ConnectionError):
-                writer.write(encode_response(response))
-                await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-            self._tasks.discard(task)
-        _log_request(peer, request, response, (time.perf_counter() - start) * 1000)
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    if not peer:
-        return "?"
-    return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
-
-
-def _log_request(peer: str, request: Request | None, response: Response, ms: float) -> None:
-    if isinstance(request, HealthRequest):
-        log.debug("%s health ok %.1f ms", peer, ms)
-        return
-    what = (f"transform {request.input} -> {request.output}"
-            if isinstance(request, TransformRequest) else "bad request")
-    if isinstance(response, TransformOk):
-        log.info("%s %s ok %d bytes %.1f ms", peer, what, response.size, ms)
-    elif isinstance(response, ErrorReply):
-        log.info("%s %s error %s %.1f ms: %s", peer, what, response.kind, ms, response.detail)
 
 
 # --------------------------------------------------------------------------- command line
@@ -366,7 +113,7 @@ async def _serve(settings: SidecarSettings, command: list[str]) -> int:
     log.info(
         "buzon-sidecar started, pid %d, on %s, root %s, command %s, concurrency %d, queue %d, "
         "timeout %g s", os.getpid(),
-        ", ".join(f"[{h}]:{p}" for h, p in sidecar.addresses), settings.root,
+        ", ".join(format_address(h, p) for h, p in sidecar.addresses), settings.root,
         shlex.join(command), settings.concurrency, settings.queue, settings.timeout,
     )
     if not settings.root.is_dir():
@@ -375,7 +122,7 @@ async def _serve(settings: SidecarSettings, command: list[str]) -> int:
                     settings.root)
     await stop.wait()
     log.info("stopping: listeners closed, %d request(s) in flight, grace %g s",
-             len(sidecar._tasks), settings.grace)
+             sidecar.in_flight, settings.grace)
     await sidecar.shutdown()
     log.info("buzon-sidecar stopped, pid %d", os.getpid())
     return 0

@@ -1,18 +1,25 @@
-"""``Server`` owns the process lifecycle: start-up, serving, bounded graceful shutdown.
+"""``Server``: one Buzón process, wired and run: start-up, serving, bounded graceful shutdown.
 
 Theory of operation (uvicorn's ``Server(config)`` order)
 --------------------------------------------------------
+This is the composition root of one process: the only place that knows every
+part. The path of a message reads down the packages it wires together::
+
+    smtp (session, handler) ─▶ spool.Intake ─▶ delivery.DeliveryPipeline
+        ─▶ transform (chain) ─▶ delivery.MaildirWriter ─▶ storage.maildir
+
 ``startup``: restore counters and the transform switch from the state file,
 recover the spool (half-written files dropped, queued ones handed to the
-delivery worker), bind the SMTP listeners on the application's own event loop
-(no aiosmtpd ``Controller``: its self-connect at start would count as a
-connection), bind the UDP monitor, start the periodic metrics snapshot.
+delivery pipeline), bind the SMTP listeners (:func:`buzon.net.bind_sockets`) on
+the application's own event loop (no aiosmtpd ``Controller``: its self-connect
+at start would count as a connection), bind the UDP monitor, start the
+periodic metrics snapshot.
 
 ``shutdown`` (on SIGTERM/SIGINT, whose handlers only set an event):
 stop accepting; sessions idle between transactions get ``421`` and are closed;
 sessions in a transaction get ``shutdown_grace`` seconds to finish (a DATA in
 progress completes and is queued normally); the rest are aborted and counted.
-Then the delivery worker stops (what it has not delivered stays queued for the
+Then the delivery pipeline stops (what it has not delivered stays queued for the
 next start), the monitor closes and the counters are saved. Nothing answered
 with 250 is ever lost: it is on disk before the 250 is sent.
 """
@@ -20,44 +27,36 @@ with 250 is ever lost: it is on disk before the 250 is sent.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from buzon.accesslog import AccessLog
+from buzon.app.wiring import build_transform, loop_factory, open_monitor, restore_state
 from buzon.config import ServerSettings
-from buzon.metrics import Counters, load_state
+from buzon.delivery import DeliveryPipeline, Rules
+from buzon.metrics import Counters
 from buzon.metrics.keeper import StateKeeper
 from buzon.metrics.shared import SharedCounters
+from buzon.net import bind_sockets, format_address
 from buzon.smtp import replies
 from buzon.smtp.handler import Handler
-from buzon.smtp.protocol import BuzonSMTP, Hub, Limits, refuse_busy
-from buzon.spool.disk import BatchThread
-from buzon.spool.queue import Spool
-from buzon.spool.shards import adopt_orphans, shard_root
-from buzon.spool.worker import DeliveryWorker
+from buzon.smtp.session import BuzonSMTP, Hub, Limits, refuse_busy
+from buzon.spool import Intake, Spool, adopt_orphans, shard_root
 from buzon.transform.switch import FollowedSwitch, TransformSwitch
 
-__all__ = ["ConfigError", "Server", "WorkerRole"]
+__all__ = ["Server", "WorkerRole"]
 
-log = logging.getLogger(__name__)
-
-class ConfigError(Exception):
-    """A setting that validated alone but cannot be used (e.g. an unparsable transform)."""
-
-
-_SKIPPABLE_BIND = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
+log = logging.getLogger("buzon.server")
 
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """This server is worker ``index`` of ``count`` under a supervisor (:mod:`buzon.multiproc`).
+    """This server is worker ``index`` of ``count`` under a :class:`~buzon.app.supervisor.Supervisor`.
 
     Then the supervisor owns the monitor, the state file and the transform
     switch; the worker counts into its slot of the shared ``counters`` file,
@@ -71,7 +70,7 @@ class WorkerRole:
 
 
 class Server:
-    """A running Buzón: SMTP listeners, monitor, spool and delivery worker."""
+    """A running Buzón: SMTP listeners, monitor, spool intake and delivery pipeline."""
 
     def __init__(self, settings: ServerSettings, role: WorkerRole | None = None) -> None:
         self.settings = settings
@@ -83,14 +82,14 @@ class Server:
         self.smtp_addresses: list[tuple[str, int]] = []
         self.monitor_addresses: list[tuple[str, int]] = []
         self._stop = asyncio.Event()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[Any] = []  # asyncio or uvloop servers
         self._monitor: list[asyncio.BaseTransport] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.hub: Hub | None = None
-        self.worker: DeliveryWorker | None = None
+        self.delivery: DeliveryPipeline | None = None
+        self.intake: Intake | None = None
         self.switch: TransformSwitch | FollowedSwitch | None = None
-        self.committer: BatchThread[tuple[Any, bytes], None] | None = None
 
     # -- start -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -109,7 +108,7 @@ class Server:
             if adopted:
                 log.info("adopted %d queue file(s) of workers no longer configured", adopted)
         spool = Spool(shard_root(spool_root, 0 if role is None else role.index), fsync=s.fsync)
-        transform = build_configured_transform(s, spool_root)
+        transform = build_transform(s, spool_root)
         if role is None:
             self.keeper = StateKeeper(self.state_path, self.counters, fsync=s.fsync)
             self.switch = restore_state(
@@ -122,22 +121,24 @@ class Server:
             self.switch = FollowedSwitch(
                 configured=transform is not None, read=lambda: shared.transform_enabled
             )
-        self.worker = DeliveryWorker(
+        self.delivery = DeliveryPipeline(
             spool,
             s.mail_dir,
             hostname=s.hostname,
             counters=self.counters,
             transform=transform,
             switch=self.switch,
-            retry_window=s.transform_retry_window,
-            failure_policy=s.transform_failure_policy,
-            first_backoff=s.retry_backoff,
+            rules=Rules(
+                retry_window=s.transform_retry_window,
+                failure_policy=s.transform_failure_policy,
+                first_backoff=s.retry_backoff,
+            ),
             fsync=s.fsync,
         )
         recovered = await asyncio.to_thread(spool.recover)
         if recovered:
             log.info("recovered %d queued message(s) from a previous run", len(recovered))
-        self.worker.start(recovered)
+        self.delivery.start(recovered)
 
         self.hub = Hub(
             Limits(
@@ -151,9 +152,9 @@ class Server:
             self.counters,
             AccessLog(s.access_log_file),
         )
-        self.committer = BatchThread("queue-commit", spool.store_many)
-        self.committer.start()
-        await self._start_smtp(Handler(self.committer, self.worker))
+        self.intake = Intake(spool, on_stored=self.delivery.submit)
+        self.intake.start()
+        await self._start_smtp(Handler(self.intake))
         if self.keeper is not None:
             self.monitor_addresses, self._monitor = await open_monitor(
                 s, self.counters, self.switch
@@ -165,34 +166,17 @@ class Server:
             "buzon %s, pid %d, SMTP on %s, monitor on %s, transforms %s",
             "started" if role is None else f"worker {role.index} started",
             os.getpid(),
-            ", ".join(f"[{h}]:{p}" for h, p in self.smtp_addresses),
-            ", ".join(f"[{h}]:{p}" for h, p in self.monitor_addresses)
+            ", ".join(format_address(h, p) for h, p in self.smtp_addresses),
+            ", ".join(format_address(h, p) for h, p in self.monitor_addresses)
             or ("the supervisor's" if role else "off"),
             ("enabled" if self.switch.enabled else "disabled")
             if self.switch.configured else "not configured",
         )
 
-    async def _bind_all(self, hosts: tuple[str, ...], port: int, bind: Any) -> list[Any]:
-        """Bind each host; with port 0 the later hosts reuse the first one's port."""
-        bound: list[Any] = []
-        for host in hosts:
-            try:
-                bound.append(await bind(host, port))
-            except OSError as error:
-                if error.errno in _SKIPPABLE_BIND and (len(hosts) > 1):
-                    log.warning("cannot listen on [%s]:%d (%s); skipping it", host, port, error)
-                    continue
-                raise
-            if port == 0:
-                port = _port_of(bound[-1])
-        if not bound:
-            raise OSError(f"no address could be bound among {', '.join(hosts)}")
-        return bound
-
     async def _start_smtp(self, handler: Handler) -> None:
         assert self.hub is not None and self._loop is not None
         hub, limit = self.hub, self.settings.max_connections
-        reuse_port = None
+        reuse_port = False
         if self.role is not None:
             # each worker takes its share of the configured total
             limit, reuse_port = -(-limit // self.role.count), True
@@ -203,17 +187,21 @@ class Server:
                 return refuse_busy(hub)
             return BuzonSMTP(handler, hub)
 
-        async def bind(host: str, port: int) -> asyncio.AbstractServer:
-            return await self._loop.create_server(  # type: ignore[union-attr]
-                factory, host, port, reuse_address=True, reuse_port=reuse_port, backlog=4096
-            )
-
-        self._servers = await self._bind_all(
-            self.settings.smtp_hosts, self.settings.smtp_port, bind
+        sockets = bind_sockets(
+            self.settings.smtp_hosts, self.settings.smtp_port, reuse_port=reuse_port
         )
-        self.smtp_addresses = [
-            sock.getsockname()[:2] for srv in self._servers for sock in srv.sockets
-        ]
+        try:
+            for sock in sockets:
+                self._servers.append(
+                    await self._loop.create_server(factory, sock=sock, backlog=4096)
+                )
+        except BaseException:
+            for srv in self._servers:
+                srv.close()
+            for sock in sockets[len(self._servers):]:
+                sock.close()
+            raise
+        self.smtp_addresses = [sock.getsockname()[:2] for sock in sockets]
 
     # -- run / stop ----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -253,10 +241,10 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.committer is not None:
-            await self.committer.stop()
-        if self.worker is not None:
-            await self.worker.stop()
+        if self.intake is not None:
+            await self.intake.stop()
+        if self.delivery is not None:
+            await self.delivery.stop()
         for transport in self._monitor:
             transport.close()
         if self.keeper is not None and self.keeper.switch is not None:
@@ -279,96 +267,3 @@ class Server:
         with asyncio.Runner(loop_factory=loop_factory(self.settings.event_loop)) as runner:
             runner.run(main())
         return 0
-
-
-def build_configured_transform(settings: ServerSettings, spool_root: Path) -> Any:
-    """The transform chain the settings ask for, or None.
-
-    Raises:
-        ConfigError: naming the setting, when it cannot be parsed.
-    """
-    s = settings
-    if not (s.transform or s.transform_sidecars):
-        return None
-    from buzon.transform.runner import build_transforms
-
-    try:
-        return build_transforms(
-            s.transform,
-            s.transform_sidecars,
-            spool_root=spool_root,
-            timeout=s.transform_timeout,
-            max_output=s.max_message_size * 2,
-            fsync=s.fsync,
-        )
-    except ValueError as error:
-        name = "BUZON_TRANSFORM_SIDECARS" if s.transform_sidecars else "BUZON_TRANSFORM"
-        raise ConfigError(f"{name}: {error}") from None
-
-
-def restore_state(
-    keeper: StateKeeper,
-    settings: ServerSettings,
-    *,
-    configured: bool,
-    into: Counters,
-    on_change: Callable[[bool], None] | None = None,
-) -> TransformSwitch:
-    """Load the state file's counters ``into`` the given ones; the switch it restores.
-
-    The operator's last switch wins over ``BUZON_TRANSFORM_ENABLED`` (issue 4).
-    ``on_change`` (default: ``keeper.switch_changed``) runs on every switch and
-    must save it; if it raises, the switch is rolled back.
-    """
-    state = load_state(keeper.path)
-    counters = state.get("counters")
-    if isinstance(counters, dict):
-        into.restore(counters)
-    enabled = state.get("transform_enabled")
-    if not isinstance(enabled, bool):
-        enabled = settings.transform_enabled if settings.transform_enabled is not None else True
-    switch = TransformSwitch(
-        configured=configured, enabled=enabled, on_change=on_change or keeper.switch_changed
-    )
-    keeper.switch = switch
-    return switch
-
-
-async def open_monitor(
-    settings: ServerSettings, counters: Any, switch: Any
-) -> tuple[list[tuple[str, int]], list[asyncio.BaseTransport]]:
-    """Bind the UDP monitor as the settings say; its addresses and transports."""
-    from buzon.monitor.server import start_monitor
-    from buzon.monitor.token import load_or_create_token
-
-    token = await asyncio.to_thread(load_or_create_token, settings)
-    transports = await start_monitor(
-        settings.monitor_hosts,
-        settings.monitor_port,
-        counters=counters,
-        token=token,
-        switch=switch,
-        failures_per_minute=settings.monitor_auth_failures_per_minute,
-    )
-    return [t.get_extra_info("sockname")[:2] for t in transports], list(transports)
-
-
-def loop_factory(name: str) -> Any:
-    """uvloop when asked for and installed (it cuts the loop's own CPU cost), else asyncio."""
-    if name == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            log.warning("uvloop is not installed; using the asyncio event loop")
-        else:
-            return uvloop.new_event_loop
-    return asyncio.new_event_loop
-
-
-def _port_of(bound: Any) -> int:
-    sockets = getattr(bound, "sockets", None)  # a server (uvloop's is no AbstractServer)
-    if sockets:
-        return int(sockets[0].getsockname()[1])
-    sock = bound.get_extra_info("socket")
-    assert isinstance(sock, socket.socket)
-    return int(sock.getsockname()[1])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from buzon.spool.disk import BatchThread
+from buzon.batching import BatchThread
 
 
 def test_items_submitted_while_busy_form_one_batch() -> None:

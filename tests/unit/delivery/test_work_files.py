@@ -1,4 +1,4 @@
-"""DeliveryWorker: transform files in work/ are removed only where they can exist.
+"""DeliveryPipeline: transform files in work/ are removed only where they can exist.
 
 A message that never went through the transform stage has no ``work/<id>.in``
 or ``.out``; releasing it must not spend two failing ``unlink`` calls looking.
@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from buzon.delivery import DeliveryPipeline
 from buzon.metrics.counters import Counters
+from buzon.spool import Envelope, Spool, new_queue_id
 from buzon.spool import queue as queue_module
-from buzon.spool.queue import Envelope, Spool, new_queue_id
-from buzon.spool.worker import DeliveryWorker
 
 
 class _Upper:
@@ -32,7 +32,7 @@ def _delivered(mail: Path) -> list[bytes]:
     return [p.read_bytes() for p in sorted((mail / "bo" / "new").iterdir())]
 
 
-async def _run(worker: DeliveryWorker, recovered: list[object] | None = None,
+async def _run(worker: DeliveryPipeline, recovered: list[object] | None = None,
                submit: tuple[object, Envelope, bytes] | None = None) -> None:
     worker.start(recovered or [])  # type: ignore[arg-type]
     if submit is not None:
@@ -50,7 +50,7 @@ def test_a_fresh_message_does_not_look_for_work_files(
     unlinked: list[Path] = []
     real = queue_module.unlink_quietly
     monkeypatch.setattr(queue_module, "unlink_quietly", lambda p: unlinked.append(p) or real(p))
-    worker = DeliveryWorker(spool, tmp_path / "mail", hostname="mx", counters=Counters())
+    worker = DeliveryPipeline(spool, tmp_path / "mail", hostname="mx", counters=Counters())
     asyncio.run(_run(worker, submit=(where, envelope, body)))
     assert _delivered(tmp_path / "mail")[0].endswith(body)
     assert [p.parent.name for p in unlinked] == ["queue"]  # the segment, nothing in work/
@@ -61,7 +61,7 @@ def test_a_transformed_message_leaves_no_work_files(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     envelope, body = _envelope(), b"Subject: s\r\n\r\nhi\r\n"
     where = spool.store(envelope, body)
-    worker = DeliveryWorker(
+    worker = DeliveryPipeline(
         spool, tmp_path / "mail", hostname="mx", counters=Counters(),
         transform=_Upper(), switch=SimpleNamespace(enabled=True),
     )
@@ -78,7 +78,7 @@ def test_a_recovered_message_has_its_old_work_files_removed(tmp_path: Path) -> N
     restarted = Spool(tmp_path / "spool")
     recovered = restarted.recover()
     assert [r.queue_id for r in recovered] == [envelope.queue_id]
-    worker = DeliveryWorker(restarted, tmp_path / "mail", hostname="mx", counters=Counters())
+    worker = DeliveryPipeline(restarted, tmp_path / "mail", hostname="mx", counters=Counters())
     asyncio.run(_run(worker, recovered=recovered))  # type: ignore[arg-type]
     assert len(_delivered(tmp_path / "mail")) == 1
     assert list(spool.work.iterdir()) == []

@@ -1,21 +1,22 @@
-"""Golden tests of the sidecar protocol: one table drives both directions; no sockets."""
+"""Golden tests of the sidecar protocol: one table drives both directions; no sockets.
+
+The spool-path helpers of the protocol (confine, relativize) are in test_paths.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buzon.transform.protocol import (
+from buzon.transform.failures import WIRE_KINDS, FailureKind
+from buzon.transform.wire import (
     MAX_DETAIL,
     MAX_LINE,
     BadField,
     BadVersion,
-    ErrorKind,
     ErrorReply,
     HealthOk,
     HealthRequest,
@@ -28,12 +29,10 @@ from buzon.transform.protocol import (
     TransformRequest,
     UnknownOp,
     UnknownStatus,
-    confine,
     decode_request,
     decode_response,
     encode_request,
     encode_response,
-    relativize,
 )
 
 REQUEST_CASES = [
@@ -69,19 +68,19 @@ RESPONSE_CASES = [
             b'{"v":1,"status":"error","kind":"' + kind.value.encode()
             + b'","detail":"tac ran past 30 s"}\n',
         )
-        for kind in ErrorKind
+        for kind in sorted(WIRE_KINDS)
     ],
     (
         Op.HEALTH,
-        ErrorReply(ErrorKind.INTERNAL),
+        ErrorReply(FailureKind.INTERNAL),
         b'{"v":1,"status":"error","kind":"internal","detail":""}\n',
     ),
 ]
 
 
 def test_error_kinds_are_the_documented_wire_names() -> None:
-    assert [k.value for k in ErrorKind] == [
-        "timeout", "exit", "oversize", "path", "busy", "bad-request", "internal",
+    assert sorted(WIRE_KINDS) == [
+        "bad-request", "busy", "exit", "internal", "oversize", "path", "timeout",
     ]
 
 
@@ -158,7 +157,7 @@ def test_bad_request_lines_raise_one_class_per_fault(
         decode_request(line)
     assert type(caught.value) is error
     assert message in str(caught.value)
-    assert caught.value.kind is ErrorKind.BAD_REQUEST
+    assert caught.value.kind is FailureKind.BAD_REQUEST
 
 
 def test_a_line_of_exactly_max_line_bytes_is_accepted() -> None:
@@ -177,6 +176,16 @@ RESPONSE_ERRORS: list[tuple[Op, bytes, type[ProtocolError], str]] = [
     (Op.TRANSFORM, b'{"v":1,"size":1,"ms":1}', UnknownStatus, 'Unknown "status"'),
     (Op.TRANSFORM, b'{"v":1,"status":"maybe"}', UnknownStatus, "unknown status 'maybe'"),
     (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"bogus"}', BadField, "unknown error kind"),
+    # The client's own kinds never travel: a reply carrying one is refused as unknown.
+    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"down"}', BadField,
+     "unknown error kind 'down'"),
+    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"protocol"}', BadField,
+     "unknown error kind 'protocol'"),
+    (Op.HEALTH, b'{"v":1,"status":"error","kind":"spawn"}', BadField,
+     "unknown error kind 'spawn'"),
+    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":["exit"]}', BadField,
+     "unknown error kind ['exit']"),
+    (Op.TRANSFORM, b'{"v":1,"status":"error"}', BadField, "unknown error kind None"),
     (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"exit","detail":5}', BadField, "'detail'"),
     (Op.TRANSFORM, b'{"v":1,"status":"ok","ms":1}', BadField, "'size'"),
     (Op.TRANSFORM, b'{"v":1,"status":"ok","size":-1,"ms":1}', BadField, "'size'"),
@@ -224,12 +233,15 @@ def test_values_check_their_fields_on_construction() -> None:
         HealthOk(["tac"], 0, 1)  # type: ignore[arg-type]
     with pytest.raises(BadField):
         ErrorReply("timeout", "x")  # type: ignore[arg-type]
+    for kind in set(FailureKind) - WIRE_KINDS:  # down, protocol, spawn
+        with pytest.raises(BadField):
+            ErrorReply(kind, "x")
 
 
 def test_error_detail_is_one_printable_ascii_line_and_bounded() -> None:
-    reply = ErrorReply(ErrorKind.EXIT, "line1\nline2\x00\u00e9\ttab")
+    reply = ErrorReply(FailureKind.EXIT, "line1\nline2\x00\u00e9\ttab")
     assert reply.detail == "line1?line2???tab"
-    long = ErrorReply(ErrorKind.EXIT, '"\\' * MAX_DETAIL)
+    long = ErrorReply(FailureKind.EXIT, '"\\' * MAX_DETAIL)
     assert len(long.detail) == MAX_DETAIL
     line = encode_response(long)  # worst case: every character escaped
     assert len(line) <= MAX_LINE
@@ -246,9 +258,9 @@ def test_encoders_refuse_lines_over_the_limit() -> None:
 def test_every_error_class_is_a_protocol_error_with_a_kind() -> None:
     for cls in (LineTooLong, NotJSON, BadVersion, UnknownOp, UnknownStatus, BadField):
         assert issubclass(cls, ProtocolError)
-        assert cls.kind is ErrorKind.BAD_REQUEST
+        assert cls.kind is FailureKind.BAD_REQUEST
         assert str(cls()) == (cls.__doc__ or "").strip()
-    assert PathRefused.kind is ErrorKind.PATH
+    assert PathRefused.kind is FailureKind.PATH
 
 
 @settings(max_examples=400, deadline=None)
@@ -267,76 +279,3 @@ def test_fuzz_request_round_trip(input_: str, output: str) -> None:
     line = encode_request(request)
     assert line.isascii() and line.count(b"\n") == 1
     assert decode_request(line) == request
-
-
-# --------------------------------------------------------------------------- paths
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    spool = tmp_path / "spool"
-    (spool / "work").mkdir(parents=True)
-    (spool / "work" / "a.in").write_bytes(b"x")
-    (tmp_path / "secret").write_bytes(b"s")
-    return spool
-
-
-@pytest.mark.parametrize(
-    ("relative", "message"),
-    [
-        ("../x", "'..' in path"),
-        ("work/../../secret", "'..' in path"),
-        ("work/../a.in", "'..' in path"),  # refused even when it would stay inside
-        ("/etc/passwd", "absolute path"),
-        ("//etc/passwd", "absolute path"),
-        ("", "empty path"),
-        ("work/a\x00.in", "NUL byte"),
-        (".", "outside the spool root"),
-        ("./", "outside the spool root"),
-    ],
-)
-def test_confine_refuses(root: Path, relative: str, message: str) -> None:
-    with pytest.raises(PathRefused, match=message):
-        confine(root, relative)
-
-
-def test_confine_refuses_a_symlink_escaping_the_root(root: Path) -> None:
-    (root / "work" / "evil").symlink_to(root.parent / "secret")
-    (root / "up").symlink_to(root.parent)
-    with pytest.raises(PathRefused, match="resolves outside"):
-        confine(root, "work/evil")
-    with pytest.raises(PathRefused, match="resolves outside"):
-        confine(root, "up/secret")
-    with pytest.raises(PathRefused, match="resolves outside"):
-        confine(root, "up/spool-not-there")  # an output path through the link
-
-
-def test_confine_accepts_paths_inside_the_root(root: Path) -> None:
-    real = Path(os.path.realpath(root))
-    assert confine(root, "work/a.in") == real / "work" / "a.in"
-    assert confine(root, "work/new.out") == real / "work" / "new.out"  # need not exist
-    assert confine(root, "./work//a.in") == real / "work" / "a.in"
-    (root / "alias").symlink_to(root / "work")  # a link that stays inside is fine
-    assert confine(root, "alias/a.in") == real / "work" / "a.in"
-
-
-def test_confine_resolves_a_symlinked_root(root: Path, tmp_path: Path) -> None:
-    link = tmp_path / "spool-link"
-    link.symlink_to(root)
-    assert confine(link, "work/a.in") == Path(os.path.realpath(root)) / "work" / "a.in"
-
-
-def test_relativize_names_files_inside_the_root(root: Path, tmp_path: Path) -> None:
-    assert relativize(root, root / "work" / "a.in") == "work/a.in"
-    assert relativize(root, root / "work" / "b.out") == "work/b.out"
-    link = tmp_path / "spool-link"
-    link.symlink_to(root)
-    assert relativize(link, root / "work" / "a.in") == "work/a.in"
-    assert relativize(root, link / "work" / "a.in") == "work/a.in"
-
-
-@pytest.mark.parametrize("outside", ["/etc/passwd", "../secret", "."])
-def test_relativize_refuses_files_outside_the_root(root: Path, outside: str) -> None:
-    path = Path(outside) if outside.startswith("/") else root / outside
-    with pytest.raises(PathRefused):
-        relativize(root, path)

@@ -21,10 +21,13 @@ newline; a longer line is refused (:class:`LineTooLong`) before it is parsed::
     ← {"v":1,"status":"ok","command":["tac"],"busy":0,"limit":4,"queued":0}
 
 Paths are relative to the spool root each side knows (``/var/lib/buzon/spool`` in
-every container), so the two mounts need not agree on absolute paths.
-:func:`confine` is how the sidecar turns one into a file it may touch, refusing
-anything that would land outside the root (absolute, ``..``, NUL, a symlink
-that escapes); :func:`relativize` is the client's inverse.
+every container), so the two mounts need not agree on absolute paths
+(:mod:`buzon.transform.paths` turns them into files and back).
+
+An error reply's ``kind`` is a :class:`~buzon.transform.failures.FailureKind`, one
+of the seven in :data:`~buzon.transform.failures.WIRE_KINDS`; the others (``down``,
+``protocol``, ``spawn``) never travel, and a reply carrying one is refused as
+an unknown kind.
 
 Decoders check in a fixed order and raise the first failure, one class per
 fault, each carrying the error ``kind`` a reply would use (h11's
@@ -32,20 +35,18 @@ fault, each carrying the error ``kind`` a reply would use (h11's
 Unknown extra keys are ignored, so a later minor addition does not break an
 older peer; a changed meaning gets a new ``v``.
 
-Nothing here opens a socket, reads a clock or logs. :func:`confine` and
-:func:`relativize` are the only functions that touch the file system, and only
-to resolve symlinks.
+Nothing here opens a socket or a file, reads a clock or logs.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
 from typing import Any
+
+from buzon.transform.failures import WIRE_KINDS, FailureKind
 
 __all__ = [
     "MAX_DETAIL",
@@ -53,7 +54,6 @@ __all__ = [
     "VERSION",
     "BadField",
     "BadVersion",
-    "ErrorKind",
     "ErrorReply",
     "HealthOk",
     "HealthRequest",
@@ -68,12 +68,10 @@ __all__ = [
     "TransformRequest",
     "UnknownOp",
     "UnknownStatus",
-    "confine",
     "decode_request",
     "decode_response",
     "encode_request",
     "encode_response",
-    "relativize",
 ]
 
 VERSION = 1
@@ -91,25 +89,6 @@ class Op(StrEnum):
     HEALTH = "health"
 
 
-class ErrorKind(StrEnum):
-    """Why a request failed, as the sidecar reports it."""
-
-    TIMEOUT = "timeout"
-    """The program ran past the sidecar's timeout and was killed."""
-    EXIT = "exit"
-    """The program exited non-zero or was killed by a signal."""
-    OVERSIZE = "oversize"
-    """The program's output passed the size limit; it was killed."""
-    PATH = "path"
-    """A path is outside the spool root, or the input is missing or not a file."""
-    BUSY = "busy"
-    """Every slot and queue place is taken (or this output is being written)."""
-    BAD_REQUEST = "bad-request"
-    """The request line did not decode."""
-    INTERNAL = "internal"
-    """Anything else on the sidecar's side (an I/O error, a bug)."""
-
-
 # --------------------------------------------------------------------------- errors
 
 
@@ -117,7 +96,7 @@ class ProtocolError(ValueError):
     """Malformed protocol line."""
 
     #: The error kind a reply to this fault carries.
-    kind: ErrorKind = ErrorKind.BAD_REQUEST
+    kind: FailureKind = FailureKind.BAD_REQUEST
 
     def __init__(self, detail: str | None = None) -> None:
         # dnspython's convention: the class docstring is the default message.
@@ -151,7 +130,7 @@ class BadField(ProtocolError):
 class PathRefused(ProtocolError):
     """Path outside the spool root."""
 
-    kind = ErrorKind.PATH
+    kind = FailureKind.PATH
 
 
 # --------------------------------------------------------------------------- values
@@ -222,14 +201,14 @@ class HealthOk:
 class ErrorReply:
     """The request failed; ``kind`` says how, ``detail`` says what, for a human."""
 
-    kind: ErrorKind
-    """One of :class:`ErrorKind`."""
+    kind: FailureKind
+    """One of the :data:`~buzon.transform.failures.WIRE_KINDS`."""
     detail: str = ""
     """Printable ASCII, at most :data:`MAX_DETAIL` characters (longer is cut)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, ErrorKind):
-            raise BadField("'kind' must be an ErrorKind")
+        if not isinstance(self.kind, FailureKind) or self.kind not in WIRE_KINDS:
+            raise BadField("'kind' must be a FailureKind of WIRE_KINDS")
         if not isinstance(self.detail, str):
             raise BadField("'detail' must be a string")
         # Details quote program stderr, which is arbitrary bytes: keep them one
@@ -288,6 +267,18 @@ def _str_field(obj: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadField(f"{name!r} must be a non-empty string")
     return value
+
+
+def _wire_kind(value: Any) -> FailureKind:
+    """An error reply's kind; one outside WIRE_KINDS (down, protocol, spawn) is unknown."""
+    try:
+        kind = FailureKind(value)
+    except ValueError:
+        pass
+    else:
+        if kind in WIRE_KINDS:
+            return kind
+    raise BadField(f"unknown error kind {value!r}")
 
 
 def encode_request(request: Request) -> bytes:
@@ -377,10 +368,7 @@ def decode_response(line: bytes, op: Op) -> Response:
     obj = _load(line)
     status = obj.get("status")
     if status == "error":
-        try:
-            kind = ErrorKind(obj.get("kind"))
-        except ValueError:
-            raise BadField(f"unknown error kind {obj.get('kind')!r}") from None
+        kind = _wire_kind(obj.get("kind"))
         detail = obj.get("detail", "")
         if not isinstance(detail, str):
             raise BadField("'detail' must be a string")
@@ -393,61 +381,3 @@ def decode_response(line: bytes, op: Op) -> Response:
             raise BadField("'command' must be a list of strings")
         return HealthOk(tuple(command), obj.get("busy"), obj.get("limit"), obj.get("queued", 0))
     return TransformOk(obj.get("size"), obj.get("ms"))
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def confine(root: Path | str, relative: str) -> Path:
-    """Resolve a protocol path against the spool root, refusing any escape.
-
-    Symlinks are resolved (``os.path.realpath``) before the check, so a link
-    inside the root that points outside it is refused too. The result may not
-    exist yet (an output path).
-
-    Args:
-        root: the spool root directory.
-        relative: a path from a request, relative to ``root``.
-
-    Returns:
-        The resolved absolute path, strictly inside the resolved root.
-
-    Raises:
-        PathRefused: NUL byte, empty, absolute, a ``..`` component, the root
-            itself, or a path that resolves outside the root.
-    """
-    if not isinstance(relative, str) or not relative:
-        raise PathRefused("empty path")
-    if "\x00" in relative:
-        raise PathRefused("path contains a NUL byte")
-    pure = PurePosixPath(relative)
-    if pure.is_absolute():
-        raise PathRefused(f"absolute path {relative!r}")
-    # Refused even when it would resolve inside: no legitimate client sends one.
-    if ".." in pure.parts:
-        raise PathRefused(f"'..' in path {relative!r}")
-    real_root = Path(os.path.realpath(root))
-    target = Path(os.path.realpath(real_root / pure))
-    if target == real_root or not target.is_relative_to(real_root):
-        raise PathRefused(f"{relative!r} resolves outside the spool root")
-    return target
-
-
-def relativize(root: Path | str, path: Path | str) -> str:
-    """Express a file inside the spool root as a protocol path (the client side).
-
-    Args:
-        root: the spool root directory.
-        path: a file inside it (it need not exist yet).
-
-    Returns:
-        The POSIX path of ``path`` relative to ``root``, symlinks resolved.
-
-    Raises:
-        PathRefused: ``path`` is not strictly inside ``root``.
-    """
-    real_root = Path(os.path.realpath(root))
-    target = Path(os.path.realpath(path))
-    if target == real_root or not target.is_relative_to(real_root):
-        raise PathRefused(f"{str(path)!r} is not inside the spool root {str(root)!r}")
-    return target.relative_to(real_root).as_posix()

@@ -43,11 +43,13 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope
 
-from buzon.accesslog import AccessLog, format_peer
+from buzon.accesslog import AccessLog
 from buzon.metrics.counters import Counters
+from buzon.net import format_peer
 from buzon.smtp import dataread, replies
 from buzon.smtp.replies import Reply
-from buzon.smtp.syntax import SyntaxFault, UnsafeMailbox, mailbox_name, parse_mail, parse_rcpt
+from buzon.smtp.syntax import SyntaxFault, parse_mail, parse_rcpt
+from buzon.storage.mailbox import UnsafeMailbox, mailbox_name
 
 __all__ = ["BuzonEnvelope", "BuzonSMTP", "Hub", "Limits", "refuse_busy"]
 

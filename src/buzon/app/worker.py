@@ -1,6 +1,6 @@
-"""Entry point of one SMTP worker process: ``python -m buzon.multiproc.worker``.
+"""Entry point of one SMTP worker process: ``python -m buzon.app.worker``.
 
-Started only by :class:`buzon.multiproc.supervisor.Supervisor`, never by hand.
+Started only by :class:`buzon.app.supervisor.Supervisor`, never by hand.
 Its standard input is a pipe from the supervisor carrying one JSON line (the
 settings, already validated and with the port resolved, this worker's index,
 the worker count, the shared counters file and the fd to report readiness on),
@@ -37,7 +37,7 @@ def main() -> int:
     order: dict[str, Any] = json.loads(first)
     settings = ServerSettings(**order["settings"])
     setup_logging(settings.log_level)
-    from buzon.smtp.server import Server, WorkerRole
+    from buzon.app.server import Server, WorkerRole
 
     role = WorkerRole(order["index"], order["count"], Path(order["counters"]))
     server = Server(settings, role)

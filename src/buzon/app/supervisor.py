@@ -7,8 +7,8 @@ as its file-descriptor limit (``RLIMIT_NOFILE``) allows. With ``workers`` > 1
 the ``buzon`` command becomes a supervisor, in the manner of Postfix's master
 or uvicorn's ``--workers``:
 
-* it reserves the SMTP port (:mod:`buzon.multiproc.ports`) and starts the
-  workers (:mod:`buzon.multiproc.worker`), each a whole SMTP server with its own
+* it reserves the SMTP port (:mod:`buzon.net`) and starts the
+  workers (:mod:`buzon.app.worker`), each a whole SMTP server with its own
   event loop, spool shard (:mod:`buzon.spool.shards`) and delivery threads,
   binding the port with ``SO_REUSEPORT`` so the kernel spreads connections
   evenly over them;
@@ -39,12 +39,12 @@ import sys
 import time
 from typing import Any
 
+from buzon.app.wiring import build_transform, loop_factory, open_monitor, restore_state
 from buzon.config import ServerSettings
 from buzon.metrics import Counters
 from buzon.metrics.keeper import StateKeeper
 from buzon.metrics.shared import SharedCounters, Totals
-from buzon.multiproc.ports import reserve
-from buzon.smtp.server import build_configured_transform, loop_factory, open_monitor, restore_state
+from buzon.net import format_address, reserve
 from buzon.transform.switch import TransformSwitch
 
 __all__ = ["Supervisor"]
@@ -88,7 +88,7 @@ class Supervisor:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         s.mail_dir.mkdir(parents=True, exist_ok=True)
         # Validated here so a bad transform stops start-up once, with its setting named.
-        configured = build_configured_transform(s, s.data_dir / "spool") is not None
+        configured = build_transform(s, s.data_dir / "spool") is not None
         self.shared = SharedCounters(s.data_dir / "workers.counters", s.workers, create=True)
         self.counters = Totals(self.own, self.shared)
         self.keeper = StateKeeper(s.data_dir / "state.json", self.counters, fsync=s.fsync)
@@ -128,8 +128,8 @@ class Supervisor:
             os.getpid(),
             s.workers,
             ", ".join(str(p.pid) for p in self.procs.values()),
-            ", ".join(f"[{h}]:{p}" for h, p in self.smtp_addresses),
-            ", ".join(f"[{h}]:{p}" for h, p in self.monitor_addresses),
+            ", ".join(format_address(h, p) for h, p in self.smtp_addresses),
+            ", ".join(format_address(h, p) for h, p in self.monitor_addresses),
         )
 
     async def _spawn(self, index: int) -> None:
@@ -147,7 +147,7 @@ class Supervisor:
         }
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "buzon.multiproc.worker",
+                sys.executable, "-m", "buzon.app.worker",
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=(write_fd,),
             )

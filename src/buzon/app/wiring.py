@@ -1,0 +1,109 @@
+"""Builders shared by the single-process :class:`~buzon.app.server.Server` and the
+:class:`~buzon.app.supervisor.Supervisor`: transforms, the state file, the monitor,
+the event loop. Each turns settings into a running part and names the setting when
+it cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from buzon.config import ServerSettings
+from buzon.metrics import Counters, load_state
+from buzon.metrics.keeper import StateKeeper
+from buzon.transform import Transform, build_transforms
+from buzon.transform.switch import TransformSwitch
+
+__all__ = ["ConfigError", "build_transform", "loop_factory", "open_monitor", "restore_state"]
+
+log = logging.getLogger("buzon")
+
+
+class ConfigError(Exception):
+    """A setting that validated alone but cannot be used (e.g. an unparsable transform)."""
+
+
+def build_transform(settings: ServerSettings, spool_root: Path) -> Transform | None:
+    """The transform chain the settings ask for, or None.
+
+    Raises:
+        ConfigError: naming the setting, when it cannot be parsed.
+    """
+    s = settings
+    if not (s.transform or s.transform_sidecars):
+        return None
+    try:
+        return build_transforms(
+            s.transform,
+            s.transform_sidecars,
+            spool_root=spool_root,
+            timeout=s.transform_timeout,
+            max_output=s.max_message_size * 2,
+            fsync=s.fsync,
+        )
+    except ValueError as error:
+        name = "BUZON_TRANSFORM_SIDECARS" if s.transform_sidecars else "BUZON_TRANSFORM"
+        raise ConfigError(f"{name}: {error}") from None
+
+
+def restore_state(
+    keeper: StateKeeper,
+    settings: ServerSettings,
+    *,
+    configured: bool,
+    into: Counters,
+    on_change: Callable[[bool], None] | None = None,
+) -> TransformSwitch:
+    """Load the state file's counters ``into`` the given ones; the switch it restores.
+
+    The operator's last switch wins over ``BUZON_TRANSFORM_ENABLED`` (issue 4).
+    ``on_change`` (default: ``keeper.switch_changed``) runs on every switch and
+    must save it; if it raises, the switch is rolled back.
+    """
+    state = load_state(keeper.path)
+    counters = state.get("counters")
+    if isinstance(counters, dict):
+        into.restore(counters)
+    enabled = state.get("transform_enabled")
+    if not isinstance(enabled, bool):
+        enabled = settings.transform_enabled if settings.transform_enabled is not None else True
+    switch = TransformSwitch(
+        configured=configured, enabled=enabled, on_change=on_change or keeper.switch_changed
+    )
+    keeper.switch = switch
+    return switch
+
+
+async def open_monitor(
+    settings: ServerSettings, counters: Any, switch: Any
+) -> tuple[list[tuple[str, int]], list[asyncio.BaseTransport]]:
+    """Bind the UDP monitor as the settings say; its addresses and transports."""
+    from buzon.monitor.server import start_monitor
+    from buzon.monitor.token import load_or_create_token
+
+    token = await asyncio.to_thread(load_or_create_token, settings)
+    transports = await start_monitor(
+        settings.monitor_hosts,
+        settings.monitor_port,
+        counters=counters,
+        token=token,
+        switch=switch,
+        failures_per_minute=settings.monitor_auth_failures_per_minute,
+    )
+    return [t.get_extra_info("sockname")[:2] for t in transports], list(transports)
+
+
+def loop_factory(name: str) -> Any:
+    """uvloop when asked for and installed (it cuts the loop's own CPU cost), else asyncio."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed; using the asyncio event loop")
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop

@@ -1,1 +1,0 @@
-"""Several SMTP worker processes under one supervisor (``BUZON_WORKERS`` > 1)."""
