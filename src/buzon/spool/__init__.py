@@ -4,7 +4,8 @@ What happens to a message after it is queued lives in :mod:`buzon.delivery`.
 """
 
 from buzon.spool.intake import Intake
-from buzon.spool.queue import Envelope, Location, Spool, SpoolCorrupt, new_queue_id
+from buzon.spool.queue import Location, Spool, new_queue_id
+from buzon.spool.record import Envelope, SpoolCorrupt
 from buzon.spool.shards import adopt_orphans, shard_root
 
 __all__ = [

@@ -7,11 +7,12 @@ Layout under ``<data_dir>/spool``::
     incoming/<segment>   being written; never trusted (removed at start-up)
     queue/<segment>      complete: one or more records, each a JSON envelope line
                          ("BUZON1 {...}\n") followed by exactly ``size`` message bytes
+                         (the format and its checks: :mod:`buzon.spool.record`)
     work/<id>.in|out     transform input and output of a queued message
     corrupt/             queue files that did not parse, kept for a human
 
 Messages that finish DATA at about the same time are committed together
-(group commit, see :mod:`buzon.spool.disk`): :meth:`Spool.store_many` writes
+(group commit, see :mod:`buzon.batching`): :meth:`Spool.store_many` writes
 them as records of one *segment* file in ``incoming/``, flushes it, renames it
 into ``queue/`` and flushes ``queue/`` once. Only then does the SMTP side
 answer ``250 ... queued as <id>``. The rename is the commit point: after a
@@ -34,26 +35,28 @@ bits, so they sort by arrival and do not collide across hosts sharing a volume.
 from __future__ import annotations
 
 import base64
-import json
+import errno
 import os
 import random
 import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from buzon.fsutil import fsync_dir, unlink_quietly, write_all
+from buzon.spool.record import (
+    MAX_HEADER,
+    Envelope,
+    SpoolCorrupt,
+    TruncatedRecord,
+    decode_header,
+    encode,
+    parse_segment,
+)
 
 __all__ = ["Envelope", "Location", "Spool", "SpoolCorrupt", "new_queue_id"]
-
-_MAGIC = b"BUZON1 "
-
-
-class SpoolCorrupt(ValueError):
-    """A queue file that does not parse; it is moved aside, never deleted."""
-
 
 # A PRNG seeded from the OS once per process: the ids need unpredictable-enough
 # uniqueness across hosts, not secrecy, and os.urandom per message (a syscall that
@@ -66,35 +69,6 @@ def new_queue_id(now: float | None = None) -> str:
     millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
     raw = millis.to_bytes(6, "big") + _random.getrandbits(32).to_bytes(4, "big")
     return base64.b32encode(raw).decode("ascii").rstrip("=")
-
-
-@dataclass(slots=True)
-class Envelope:
-    """What SMTP said about a message, stored in front of it in the queue file."""
-
-    queue_id: str
-    sender: str
-    recipients: list[str]
-    mailboxes: list[str]
-    """Vetted mailbox name of each recipient, same order."""
-    helo: str | None = None
-    peer: str = ""
-    esmtp: bool = False
-    received: float = field(default_factory=time.time)
-    size: int = 0
-
-    def encode(self) -> bytes:
-        return _MAGIC + json.dumps(asdict(self), separators=(",", ":")).encode() + b"\n"
-
-    @classmethod
-    def decode(cls, line: bytes) -> Envelope:
-        if not line.startswith(_MAGIC):
-            raise SpoolCorrupt("missing header")
-        try:
-            data = json.loads(line[len(_MAGIC):])
-            return cls(**data)
-        except (ValueError, TypeError) as error:
-            raise SpoolCorrupt(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +121,9 @@ class Spool:
 
         Returns:
             For each item, its :class:`Location` once it is safely queued, else the
-            OSError (disk full, read-only file system...): then nothing of it is
-            left in ``queue/``.
+            OSError (disk full, read-only file system...; ``EINVAL`` for an
+            envelope :func:`~buzon.spool.record.encode` refuses, which could not
+            be read back): then nothing of it is left in ``queue/``.
         """
         results: list[Location | OSError] = []
         committed: list[tuple[Path, int]] = []  # (segment path, index of first result)
@@ -161,10 +136,18 @@ class Spool:
             chunks: list[bytes] = []
             for envelope, content in group:
                 envelope.size = len(content)
-                head = envelope.encode()
+                try:
+                    head = encode(envelope)
+                except SpoolCorrupt as error:
+                    # It could not be read back: refuse it (4xx), never queue it.
+                    locations.append(OSError(errno.EINVAL, f"envelope not queueable: {error}"))
+                    continue
                 locations.append(Location(segment, offset, envelope.queue_id))
                 chunks += (head, content)
                 offset += len(head) + len(content)
+            if not chunks:
+                results += locations
+                continue
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
@@ -179,7 +162,7 @@ class Spool:
                 results += [error] * len(group)
                 continue
             with self._lock:
-                self._refs[segment] = len(group)
+                self._refs[segment] = len(chunks) // 2  # a header and a body each
             committed.append((self.queue / segment, first))
             results += locations
         if committed and self.fsync:
@@ -217,30 +200,21 @@ class Spool:
         """
         with open(self.queue / where.segment, "rb") as handle:
             handle.seek(where.offset)
-            envelope = Envelope.decode(handle.readline(1 << 20))
+            envelope = decode_header(handle.readline(MAX_HEADER + 1))
             content = handle.read(envelope.size)
-        if len(content) != envelope.size or envelope.queue_id != where.queue_id:
-            raise SpoolCorrupt(f"record {where.queue_id} in {where.segment} is truncated")
+        if envelope.queue_id != where.queue_id:
+            raise SpoolCorrupt(
+                f"record at {where.offset} in {where.segment} is {envelope.queue_id},"
+                f" not {where.queue_id}"
+            )
+        if len(content) != envelope.size:
+            raise TruncatedRecord(f"record {where.queue_id} in {where.segment} is truncated")
         return envelope, content
 
     def _records(self, segment: str) -> tuple[list[Location], bool]:
         """Parse a segment: the records found, and whether the whole file parsed."""
-        data = (self.queue / segment).read_bytes()
-        found: list[Location] = []
-        offset = 0
-        while offset < len(data):
-            end = data.find(b"\n", offset)
-            try:
-                if end < 0:
-                    raise SpoolCorrupt("record without an envelope line")
-                envelope = Envelope.decode(data[offset: end + 1])
-            except SpoolCorrupt:
-                return found, False
-            if end + 1 + envelope.size > len(data):
-                return found, False
-            found.append(Location(segment, offset, envelope.queue_id))
-            offset = end + 1 + envelope.size
-        return found, True
+        records, fault = parse_segment((self.queue / segment).read_bytes())
+        return [Location(segment, offset, e.queue_id) for offset, e in records], fault is None
 
     def recover(self) -> list[Location]:
         """At start-up: drop half-written files; return every queued message, oldest first.
