@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from buzon.config import ServerSettings, load_server_settings
 from buzon.app.server import Server
+from buzon.config import ServerSettings, load_server_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -277,3 +277,15 @@ def child_pids(parent: int) -> set[int]:
             if int(fields[1]) == parent and fields[0] != "Z":
                 found.add(int(entry))
     return found
+
+
+def spool_drained(data_dir: Path) -> bool:
+    """True when no queue segment is left in any spool shard (every message delivered).
+
+    A segment leaves ``queue/`` only once all its messages are delivered, so after
+    this no further delivery (and no duplicate) can happen.
+    """
+    spool = data_dir / "spool"
+    return not any(
+        any(queue.iterdir()) for queue in [spool / "queue", *spool.glob("w*/queue")] if queue.is_dir()
+    )

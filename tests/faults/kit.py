@@ -20,13 +20,13 @@ import contextlib
 import os
 import re
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 HOST = "127.0.0.1"
 _NAME = re.compile(r"^\d+\.Q([A-Z2-7]{16})R(\d+)\.")
@@ -359,13 +359,9 @@ def queued_ids(spool: Path) -> list[str]:
 # --------------------------------------------------------------------------- waiting
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+def wait_until(predicate: Callable[[], object], timeout: float) -> bool:
+    """:func:`helpers.wait_for` as a bool: True once ``predicate`` holds within ``timeout``."""
+    return bool(wait_for(predicate, timeout))
 
 
 # --------------------------------------------------------------------------- tmpfs
@@ -390,22 +386,20 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        for _ in range(50):
-            if _run("umount", str(path)).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:  # still busy (a leaked descriptor): detach it so nothing stays mounted
+        # umount fails with EBUSY while a file on it is still open: retry until it succeeds.
+        if not wait_for(lambda: _run("umount", str(path)).returncode == 0, timeout=5):
+            # still busy (a leaked descriptor): detach it so nothing stays mounted
             _run("umount", "-l", str(path))
             pytest.fail(f"{path} was still busy at unmount; lazily detached")
 
 
 def remount(path: Path, options: str, timeout: float = 10.0) -> None:
     """``mount -o remount,<options>``, retried while a file is open for writing (EBUSY)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done = _run("mount", "-o", f"remount,{options}", str(path))
-        if done.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"remount,{options} of {path} failed: {done.stderr}")
-        time.sleep(0.02)
+    tries: list[subprocess.CompletedProcess[str]] = []
+
+    def remounted() -> bool:
+        tries.append(_run("mount", "-o", f"remount,{options}", str(path)))
+        return tries[-1].returncode == 0
+
+    if not wait_for(remounted, timeout):
+        raise AssertionError(f"remount,{options} of {path} failed: {tries[-1].stderr}")

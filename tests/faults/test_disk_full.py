@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from faults.kit import (
     Ledger,
+    Message,
     delivered,
     leftovers,
     queued_ids,
@@ -38,17 +39,19 @@ TEMPORARY = {"250 2.0.0", "452 4.3.1", "451 4.3.0"}
 async def _fill(port: int, ledger: Ledger, refusals: int) -> None:
     """Send until ``refusals`` messages were refused (or 4 x 100 were sent)."""
     stop = asyncio.Event()
+    record = ledger.record
 
-    async def watch() -> None:
-        while len(ledger.refused) < refusals:
-            await asyncio.sleep(0.01)
-        stop.set()
+    def record_and_watch(message: Message, reply: str | None) -> None:
+        record(message, reply)
+        if len(ledger.refused) >= refusals:
+            stop.set()  # the sessions check it before their next message
 
-    watcher = asyncio.create_task(watch())
-    await send_load(port, ledger, sessions=4, per_session=100, size=SIZE, prefix="f",
-                    mailboxes=4, stop=stop)
-    watcher.cancel()
-    await asyncio.gather(watcher, return_exceptions=True)
+    ledger.record = record_and_watch  # type: ignore[method-assign]
+    try:
+        await send_load(port, ledger, sessions=4, per_session=100, size=SIZE, prefix="f",
+                        mailboxes=4, stop=stop)
+    finally:
+        del ledger.record  # the class's method again
 
 
 @pytest.mark.slow

@@ -14,8 +14,11 @@ mail flows again.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,38 @@ from faults.kit import (
     send_load,
     tmpfs,
 )
-from helpers import RunningServer
+from helpers import RunningServer, wait_for
+
+
+class _Deferrals(logging.Handler):
+    """Counts the delivery pipeline's "delivery of <id> deferred: ..." warnings per queue id."""
+
+    def __init__(self, seen: Counter[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.seen = seen
+
+    def emit(self, record: logging.LogRecord) -> None:
+        words = record.getMessage().split()
+        if words[:2] == ["delivery", "of"] and len(words) > 3 and words[3] == "deferred:":
+            self.seen[words[2]] += 1
+
+
+@contextlib.contextmanager
+def _deferrals(seen: Counter[str]) -> Iterator[None]:
+    handler, logger = _Deferrals(seen), logging.getLogger("buzon")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _saved_mails(data_dir: Path) -> int | None:
+    """``mails_sent`` in the metrics state file, or None before the first save."""
+    try:
+        return int(json.loads((data_dir / "state.json").read_text())["counters"]["mails_sent"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
 
 
 @pytest.mark.slow
@@ -37,23 +71,24 @@ def test_read_only_mail_root_defers_deliveries_then_delivers_once(
     tmp_path: Path, make_server: Callable[..., RunningServer],
 ) -> None:
     root = tmp_path / "mailroot"
-    with tmpfs(root, "20m"):
+    deferred = Counter[str]()
+    with tmpfs(root, "20m"), _deferrals(deferred):
         server = make_server(mail_root=root)
         try:
             spool = server.settings.data_dir / "spool"
             before = Ledger()
             asyncio.run(send_load(server.port, before, sessions=4, per_session=5, size=2048,
                                   prefix="w", mailboxes=3))
-            server.wait_idle(30)
+            server.wait_idle(30)  # nothing in flight (remount retries while a file is open)
             assert count_files(root) == 20
 
-            server.call(asyncio.sleep(0))  # nothing in flight on the loop
             remount(root, "ro")
             during = Ledger()
             asyncio.run(send_load(server.port, during, sessions=5, per_session=6, size=2048,
                                   prefix="r", mailboxes=6))  # 3 mailboxes are new: mkdir fails too
             assert during.codes == {"250 2.0.0": 30}, during.codes
-            time.sleep(1.0)  # several delivery attempts at 0.1 s, 0.2 s, 0.4 s...
+            # Every message has failed at least twice (attempts at 0, 0.1 s, 0.3 s...).
+            assert wait_for(lambda: all(deferred[i] >= 2 for i in during.acked_ids)), deferred
             assert count_files(root) == 20, "delivered onto a read-only file system?"
             assert server.server.delivery is not None and server.server.delivery.pending == 30
             assert set(queued_ids(spool)) >= during.acked_ids, "a deferred message left the queue"
@@ -118,7 +153,8 @@ def test_sigterm_with_a_read_only_spool_stops_cleanly(tmp_path: Path) -> None:
             asyncio.run(send_load(proc.port, ledger, sessions=1, per_session=3, size=1024,
                                   prefix="t"))
             assert _wait(lambda: count_files(tmp_path / "mail") == 3, 15)
-            time.sleep(1.2)  # a metrics snapshot happened; the next one will fail
+            # A metrics snapshot of these 3 happened; the next save will fail.
+            assert wait_for(lambda: _saved_mails(data) == 3)
             remount(data, "ro")
             try:
                 status = proc.terminate()

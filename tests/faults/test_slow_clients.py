@@ -105,7 +105,7 @@ async def _drip(writer: asyncio.StreamWriter, payload: bytes) -> None:
             if writer.is_closing():
                 return
             writer.write(payload[i: i + 1])
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the trickle under test: one byte every 0.5 s
 
 
 async def _open_slow(
@@ -207,7 +207,7 @@ def test_a_long_data_leaves_the_next_idle_period_whole(
             started = time.monotonic()
             conn.writer.write(b"Subject: a long DATA\r\n\r\n")
             while time.monotonic() - started < 1.8 * IDLE:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the pacing under test: a slow but live body
                 conn.writer.write(b"still typing\r\n")
             conn.writer.write(b".\r\n")
             queued = await conn.reply()

@@ -41,7 +41,7 @@ async def _vanish(port: int, n: int, rng: random.Random) -> str:
         body = make_body(f"vanished-{n}", 16 * 1024)
         conn.writer.write(body[: rng.randrange(1, len(body) - 1)])
         await conn.writer.drain()
-        await asyncio.sleep(rng.random() * 0.2)
+        await asyncio.sleep(rng.random() * 0.2)  # the fault's timing: vanish after a random pause
         if how == "reset":
             sock = conn.writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

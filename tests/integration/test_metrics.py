@@ -8,9 +8,10 @@ plain UDP socket. Expected values are computed from what the test itself did:
 the bytes its client sent and received, the connections it opened, the
 messages it had answered 250.
 
-Waiting is done by polling with a deadline (``wait_for``); the one fixed sleep
-(1.5 s before a SIGKILL) sets up the "a crash loses at most the last ~1 s"
-scenario and asserts on values, not on time.
+Waiting is done by polling with a deadline (``wait_for``), never by sleeping:
+before a SIGKILL the test waits until the periodic snapshot holds the counters
+it is about to compare with. The flood's pacing is the one sleep, and it is the
+load under test.
 """
 
 from __future__ import annotations
@@ -139,6 +140,16 @@ def client_counters(port: int) -> dict[str, int]:
 
 def read_state(data_dir: Path) -> dict[str, Any]:
     return json.loads((data_dir / "state.json").read_text())
+
+
+def snapshot_holds(data_dir: Path, values: dict[str, int]) -> bool:
+    """True once the state file saves ``values`` (historic, bytes, mails; names of ``counters``)."""
+    try:
+        saved = read_state(data_dir)["counters"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+    names = {"historic": "historic_connections", "bytes": "bytes_transferred", "mails": "mails_sent"}
+    return all(saved.get(name) == values[key] for key, name in names.items())
 
 
 class CountingClient:
@@ -406,7 +417,8 @@ def test_after_sigkill_counters_lose_at_most_the_last_snapshot_interval_and_mail
         assert wait_for(lambda: counters(proc.monitor_port)["concurrent"] == 0)
         first = counters(proc.monitor_port)
         assert first == {"historic": 2, "concurrent": 0, "bytes": probe + client.total, "mails": 2}
-        time.sleep(1.5)  # longer than the 1 s snapshot interval; no counter moves meanwhile
+        # The 1 s snapshot saves `first` (no counter moves meanwhile) before the kill.
+        assert wait_for(lambda: snapshot_holds(data, first), timeout=10)
         proc.kill()
 
     with server_process(data, port) as proc:
@@ -418,7 +430,7 @@ def test_after_sigkill_counters_lose_at_most_the_last_snapshot_interval_and_mail
             "bytes": first["bytes"] + probe,
             "mails": first["mails"],
         }
-        time.sleep(1.5)  # let `second` reach the snapshot too
+        assert wait_for(lambda: snapshot_holds(data, second), timeout=10)  # `second` is saved too
         # Now a message acknowledged right before a SIGKILL: its counter increment
         # may be lost (it is younger than the snapshot), the message never.
         with LineClient(port) as c:
@@ -697,11 +709,8 @@ def test_a_monitor_flood_does_not_stop_smtp_sessions(
                 drain()
                 pause = start + (batch + 1) * seconds / batches - time.monotonic()
                 if pause > 0:
-                    time.sleep(pause)
-            deadline = time.monotonic() + 2.0
-            while replies[index] < per_sender and time.monotonic() < deadline:
-                drain()
-                time.sleep(0.01)
+                    time.sleep(pause)  # the flood's pacing: `seconds` of load, spread evenly
+            wait_for(lambda: (drain(), replies[index] >= per_sender)[1], timeout=2.0)
 
     threads = [threading.Thread(target=flood, args=(i,)) for i in range(senders)]
     started = time.monotonic()

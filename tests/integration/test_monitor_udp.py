@@ -94,9 +94,11 @@ def run_monitor(
     finally:
 
         async def close() -> None:
+            sockets = [transport.get_extra_info("socket") for transport in transports]
             for transport in transports:
                 transport.close()
-            await asyncio.sleep(0)  # let connection_lost run
+            while any(sock.fileno() != -1 for sock in sockets):  # closed by connection_lost
+                await asyncio.sleep(0)  # one loop turn; the caller's result(timeout) bounds it
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from helpers import LineClient, RunningServer, code, maildir_files
+from helpers import LineClient, RunningServer, code, maildir_files, wait_for
 
 
 def _start_data(c: LineClient, rcpt: str = "lim@example.org") -> None:
@@ -83,7 +83,7 @@ def test_each_command_restarts_the_idle_period(make_server: Callable[..., Runnin
         c.reply()
         for _ in range(5):  # 5 x 0.3 s = 1.5 s of session, never 0.5 s of silence
             assert c.cmd("NOOP") == "250 2.0.0 Ok"
-            time.sleep(0.3)
+            time.sleep(0.3)  # the pacing under test: a gap shorter than the idle timeout
         assert c.cmd("NOOP") == "250 2.0.0 Ok"
         quiet = time.monotonic()
         assert c.reply() == "421 4.4.2 mx.test Error: timeout exceeded"
@@ -100,7 +100,7 @@ def test_a_slow_but_live_data_transfer_is_not_cut_off(
         _start_data(c, "slow@example.org")
         for _ in range(8):  # 8 x 0.2 s = 1.6 s of DATA, never 0.6 s of silence
             c.send("line\r\n")
-            time.sleep(0.2)
+            time.sleep(0.2)  # the pacing under test: a slow but live DATA transfer
         assert code(c.cmd(".")) == "250 2.0.0"
     server.wait_idle()
     assert len(maildir_files(server.mail_root, "slow")) == 1
@@ -117,9 +117,7 @@ def test_connection_limit_answers_421(make_server: Callable[..., RunningServer])
             assert third.closed()
         first.cmd("QUIT")
         assert first.closed()
-        deadline = time.monotonic() + 5
-        while server.server.counters.concurrent_connections > 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_for(lambda: server.server.counters.concurrent_connections <= 1, 5)
         with LineClient(server.port) as fourth:
             assert code(fourth.reply()) == "220"
     finally:
@@ -141,7 +139,7 @@ def test_a_data_transfer_that_trickles_forever_is_cut_at_the_deadline(
             except OSError:
                 cut = True
                 break
-            time.sleep(0.1)
+            time.sleep(0.1)  # the drip under test: one line every 0.1 s
             if c.closed(timeout=0.01):
                 cut = True
                 break

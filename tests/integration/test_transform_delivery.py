@@ -7,7 +7,6 @@ the failure policy does when a transform will not work.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,7 +90,8 @@ def test_a_failing_transform_is_retried_then_the_original_delivered_with_a_heade
 ) -> None:
     server = make_server(transform="false", transform_retry_window=1.0, retry_backoff=0.1)
     queue_id = _send(server.port, ["policy@example.org"])
-    time.sleep(0.5)
+    # A second attempt ran (about 0.1 s in, well inside the 1 s window): not delivered yet.
+    assert wait_for(lambda: server.server.counters.transform_failed >= 2)
     assert maildir_files(server.mail_root, "policy") == []  # still retrying
     server.wait_idle()
     (path,) = maildir_files(server.mail_root, "policy")
@@ -124,7 +124,9 @@ def test_hold_keeps_the_message_until_the_operator_acts(
         retry_backoff=0.1,
     )
     _send(server.port, ["held@example.org"])
-    time.sleep(1.5)
+    # Attempts at about 0, 0.1, 0.3 and 0.7 s: the third is past the 0.2 s window, and
+    # a fourth proves the policy held the message then instead of delivering it.
+    assert wait_for(lambda: server.server.counters.transform_failed >= 4)
     assert maildir_files(server.mail_root, "held") == []
     assert server.server.counters.transform_fallback == 0
     # The operator switches transforms off: the held message goes out untouched.

@@ -17,7 +17,6 @@ import smtplib
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from helpers import (
     free_port,
     maildir_files,
     server_process,
+    spool_drained,
     wait_for,
 )
 
@@ -129,7 +129,7 @@ def test_a_killed_worker_is_replaced_and_the_mail_it_queued_is_delivered(tmp_pat
         assert wait_for(lambda: len(child_pids(server.proc.pid) - victims) == 2)
         mail = data / "mail"
         assert wait_for(lambda: len(maildir_files(mail, "carol")) == 10, timeout=40)
-        time.sleep(0.5)  # a duplicate would show up right after
+        assert wait_for(lambda: spool_drained(data), timeout=40)  # no delivery left to duplicate
         files = maildir_files(mail, "carol")
         assert sorted(body_of(p) for p in files) == sorted(
             f"hello {i}\r\n".encode() for i in range(10)

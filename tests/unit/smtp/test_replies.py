@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 
@@ -9,7 +10,9 @@ import aiosmtpd.smtp
 import pytest
 
 from buzon.smtp import replies
+from buzon.smtp.handler import Handler
 from buzon.smtp.replies import translate
+from buzon.smtp.session import BuzonSMTP
 
 ENHANCED = re.compile(r"^\d{3} [245]\.\d{1,3}\.\d{1,3} ")
 
@@ -47,17 +50,112 @@ def test_an_unknown_error_line_still_gets_a_class_code(caplog: pytest.LogCapture
     assert "without an enhanced code" in caplog.text
 
 
-def test_every_error_literal_in_aiosmtpd_gets_an_enhanced_code() -> None:
-    """Guards an aiosmtpd upgrade: every 4xx/5xx literal it can push leaves with a code.
+# --- every literal reply aiosmtpd can send through BuzonSMTP -------------------------------
+# The scan below reads aiosmtpd's SMTP class with ``ast`` and finds every reply
+# it writes itself (a string, f-string or ``"..." + x`` starting with a code).
+# Each one we can reach must leave with an enhanced code taken from the table in
+# replies.py: the class-default fallback (``5.0.0`` and a warning) does not
+# count, so emptying the table fails this test for every line it covers.
 
-    (Those of code paths we replace, MAIL/RCPT parsing and AUTH, get the class default.)
-    """
-    source = inspect.getsource(aiosmtpd.smtp)
-    literals = set(re.findall(r"""push\(\s*f?['"]([45]\d\d [^'"{]*)""", source))
-    assert len(literals) > 20
-    for literal in literals:
-        out = translate(literal)
-        assert ENHANCED.match(out), (literal, out)
+# Methods whose replies never reach a client, and why. Methods BuzonSMTP
+# overrides are found by the scan itself (see _replaced).
+_UNREACHABLE = {
+    "handle_exception": "Handler.handle_exception answers instead (asserted below)",
+    "smtp_AUTH": "no TLS, so AUTH stops at 538 5.7.11 (test_session: test_auth_is_refused)",
+    "challenge_auth": "an AUTH mechanism: needs TLS",
+    "auth_PLAIN": "an AUTH mechanism: needs TLS",
+    "auth_LOGIN": "an AUTH mechanism: needs TLS",
+}
+# Lines RFC 2034 §3 exempts from enhanced codes: the greeting and HELO/EHLO.
+_EXEMPT = {
+    ("_handle_client", "220 {} {}"),
+    ("smtp_HELO", "250 {}"),
+    ("smtp_EHLO", "250 HELP"),  # dropped by Handler.handle_EHLO anyway
+}
+# Reached only if Handler.handle_exception itself raises: RFC 3463's class
+# default 5.0.0 (what translate gives an unknown line) is the right code there.
+_CLASS_DEFAULT = {
+    ("_handle_client", "500 Error: ({}) {}"),
+    ("_handle_client", "500 Error: Cannot describe error"),
+}
+# Templates whose code is itself a placeholder, and the codes it takes.
+_CODES = {"{} Supported commands: {}": ("250", "501")}
+
+_REPLY = re.compile(r"^(\d{3}|\{\})[ -]")
+
+
+def _replaced() -> set[str]:
+    """Names BuzonSMTP (or a class between it and SMTP) defines itself."""
+    mro = BuzonSMTP.__mro__
+    return {name for cls in mro[: mro.index(aiosmtpd.smtp.SMTP)] for name in vars(cls)}
+
+
+def _templates(function: ast.AST) -> set[str]:
+    """The reply literals in one method, with ``{}`` where a value goes."""
+    found, inner = set(), set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.JoinedStr):
+            inner.update(id(v) for v in node.values)
+            text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        elif (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+              and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str)):
+            inner.add(id(node.left))
+            text = node.left.value + "{}"
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in inner:
+            text = node.value
+        else:
+            continue
+        if _REPLY.match(text):
+            found.add(text)
+    return found
+
+
+def _aiosmtpd_replies() -> dict[tuple[str, str], list[str]]:
+    """(method, template) -> the concrete lines to translate, for every literal found."""
+    tree = ast.parse(inspect.getsource(aiosmtpd.smtp))
+    smtp = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SMTP")
+    out = {}
+    for function in smtp.body:
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            for template in _templates(function):
+                line = template.replace("{}", "x")
+                codes = _CODES.get(template)
+                lines = [code + line[1:] for code in codes] if codes else [line]
+                out[(function.name, template)] = lines
+    return out
+
+
+_FOUND = _aiosmtpd_replies()
+_CHECKED = sorted(
+    key for key in _FOUND
+    if key[0] not in _UNREACHABLE and key[0] not in _replaced()
+    and key not in _EXEMPT and key[1][3] != "-"  # continuation lines: EHLO's, exempt
+)
+
+
+def test_the_scan_finds_aiosmtpd_replies_and_the_exceptions_are_current() -> None:
+    assert len(_CHECKED) >= 25, _CHECKED
+    methods = {name for name, _ in _FOUND}
+    assert set(_UNREACHABLE) <= methods, set(_UNREACHABLE) - methods
+    assert _EXEMPT | _CLASS_DEFAULT <= set(_FOUND), (_EXEMPT | _CLASS_DEFAULT) - set(_FOUND)
+    assert set(_CODES) <= {template for _, template in _FOUND}
+    assert all(key[1].startswith(tuple("012345")) or key[1] in _CODES for key in _FOUND)
+    assert "handle_exception" in vars(Handler)
+
+
+@pytest.mark.parametrize("key", _CHECKED, ids=[f"{name}:{template}" for name, template in _CHECKED])
+def test_every_aiosmtpd_reply_we_can_send_takes_its_enhanced_code_from_the_table(
+    key: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Guards an aiosmtpd upgrade and the table: a new or unmatched literal fails here."""
+    for line in _FOUND[key]:
+        caplog.clear()
+        out = translate(line)
+        assert ENHANCED.match(out), (line, out)
+        if key in _CLASS_DEFAULT:
+            assert out.startswith(f"{line[:3]} {line[0]}.0.0 "), (line, out)
+        else:
+            assert "without an enhanced code" not in caplog.text, (line, out)
 
 
 def test_table_constants_render_as_the_spec_lines() -> None:
