@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 
+from buzon.spool import record
+
 HOST = "127.0.0.1"
 _NAME = re.compile(r"^\d+\.Q([A-Z2-7]{16})R(\d+)\.")
 _TAG = re.compile(rb"^X-Fault-Tag: (\S+)\r$", re.MULTILINE)
@@ -335,19 +337,14 @@ def reconcile(
 
 
 def parse_segment(path: Path) -> list[str]:
-    """The queue ids in one queue segment; AssertionError if it does not parse whole."""
-    import json
+    """The queue ids in one queue segment; AssertionError if it does not parse whole.
 
-    data = path.read_bytes()
-    ids, offset = [], 0
-    while offset < len(data):
-        end = data.find(b"\n", offset)
-        assert end > 0 and data.startswith(b"BUZON1 ", offset), f"{path}: bad record head"
-        head = json.loads(data[offset + 7: end])
-        offset = end + 1 + head["size"]
-        assert offset <= len(data), f"{path}: truncated record {head['queue_id']}"
-        ids.append(head["queue_id"])
-    return ids
+    Reads through the spool's own codec, so the fault tests check the format the
+    server writes rather than a second copy of it.
+    """
+    records, fault = record.parse_segment(path.read_bytes())
+    assert fault is None, f"{path}: {fault}"
+    return [envelope.queue_id for _, envelope in records]
 
 
 def queued_ids(spool: Path) -> list[str]:
