@@ -233,23 +233,29 @@ def test_a_burst_of_1000_requests_is_all_answered(monitor: Running) -> None:
     assert monitor.counters.monitor_requests == 1000
 
 
-def test_rate_limit_engages_per_address(monitor_factory: Callable[..., Running]) -> None:
+def test_rate_limit_is_global_and_spares_a_proven_address(
+    monitor_factory: Callable[..., Running],
+) -> None:
     monitor = monitor_factory(failures_per_minute=5)
     with (
-        udp("127.0.0.1", monitor.port) as attacker,
-        udp("127.0.0.1", monitor.port, source="127.0.0.2") as neighbour,
+        udp("127.0.0.1", monitor.port) as operator,
+        udp("127.0.0.1", monitor.port, source="127.0.0.2") as attacker,
+        udp("127.0.0.1", monitor.port, source="127.0.0.3") as stranger,
     ):
+        assert ask(operator, req(0, rid=1)).u32 == 11  # proves 127.0.0.1
         for rid in range(5):
             assert ask(attacker, req(0, rid=rid, token=WRONG)).status is Status.AUTH_FAILED
         attacker.send(req(0, rid=99))  # the right token, but the budget is spent
-        # Another address is still served; its reply also proves the server has
-        # handled the attacker's datagram (same socket, handled in order).
-        assert ask(neighbour, req(0, rid=100)) == Response.with_u32(100, 11)
-        attacker.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            attacker.recv(64)
+        stranger.send(req(0, rid=98))  # another address: the budget is global
+        # The proven operator is still served; its reply also proves the server has
+        # handled the earlier datagrams (one socket, handled in order).
+        assert ask(operator, req(0, rid=100)) == Response.with_u32(100, 11)
+        for sock in (attacker, stranger):
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(64)
     assert monitor.counters.monitor_auth_failures == 5
-    assert monitor.counters.monitor_requests == 7
+    assert monitor.counters.monitor_requests == 9
 
 
 def test_ipv6_is_skipped_with_a_warning_only_when_unavailable(

@@ -6,7 +6,7 @@ re-exports the pure parts every side shares.
 """
 
 from buzon.monitor.handler import TransformSwitch, handle, respond
-from buzon.monitor.ratelimit import FailureLimiter
+from buzon.monitor.ratelimit import FailureBudget
 from buzon.monitor.token import TokenError, load_or_create_token, read_token_file
 from buzon.monitor.wire import (
     AuthFailed,
@@ -38,7 +38,7 @@ __all__ = [
     "BadSignature",
     "BadVersion",
     "Command",
-    "FailureLimiter",
+    "FailureBudget",
     "MonitorError",
     "NoReply",
     "Reject",

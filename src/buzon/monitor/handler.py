@@ -3,24 +3,32 @@
 Theory of operation
 -------------------
 :func:`respond` is the whole server-side pipeline for one datagram, minus the
-socket: rate-limit filter → :func:`~buzon.monitor.wire.decode_request`
-(signature, length, version) → :func:`handle` (token, then command) →
+socket: :func:`~buzon.monitor.wire.decode_request` (signature, length,
+version) → failure budget → token → command (:func:`handle`'s two steps) →
 :func:`~buzon.monitor.wire.encode_response`. It takes everything it needs as
 arguments (counters, token, transform switch, limiter, the clock) and returns the
 bytes to send or ``None`` for silence, so every status, the check order and the
 rate limit are unit-tested with plain bytes (STYLE practice 4).
 
-Rate limiting. Failed authentications are charged to the source address
-(:class:`~buzon.monitor.ratelimit.FailureLimiter`). An address over its budget
-gets *no reply at all*, to any datagram, and its token is not even compared:
+Rate limiting. Wrong tokens are charged to a
+:class:`~buzon.monitor.ratelimit.FailureBudget`: one budget for all source
+addresses (so rotating addresses does not multiply it), plus an allowance for
+each address that recently presented the right token (so a flood from other
+addresses, forged or not, does not reach the operator). Malformed requests are
+answered as usual (their statuses say nothing about the token). A well-formed
+request that the budget does not admit gets *no reply*, and its token is not
+compared:
 
-- a reply of 0x01 would cost us a send per guess and, for a spoofed source,
-  aim our traffic at a victim; silence costs nothing;
-- comparing the token while blocked would leak, through a different status,
-  when a guess is right — the very thing the limit exists to stop;
-- the operator sees ``no reply`` from ``monitor-client`` until the budget refills
-  (one failure's worth every ``60 / per_minute`` seconds), and the server logs
-  the address once when it becomes blocked.
+- in v0 an answer to a right token is an answer to a guess: comparing while the
+  budget is spent, and answering only the right token, would leave guessing
+  unbounded (silence would mean "wrong");
+- ``01`` without comparing would tell an operator with the right token that it
+  is wrong; silence makes ``monitor-client`` resend, and each resend may find a
+  refilled budget;
+- silence sends nothing towards a forged source.
+
+The server logs a warning when the global budget is spent, at most once a
+minute.
 
 Counting. ``monitor_requests`` counts every datagram received, answered or not;
 ``monitor_auth_failures`` counts requests answered 0x01.
@@ -38,7 +46,7 @@ from collections.abc import Hashable
 from typing import Protocol
 
 from buzon.metrics.counters import Counters, wire_u32
-from buzon.monitor.ratelimit import FailureLimiter
+from buzon.monitor.ratelimit import FailureBudget
 from buzon.monitor.wire import (
     DATAGRAM_SIZE,
     SIGNATURE,
@@ -106,10 +114,18 @@ def handle(
         AuthFailed: the token differs (checked in constant time).
         BadCommand: the token is right but the command byte is unknown.
     """
+    _authenticate(request, token)
+    return _act(request, counters=counters, switch=switch)
+
+
+def _authenticate(request: Request, token: bytes) -> None:
     # SPEC §6 order: token (0x01) before command (0x03). compare_digest takes the
     # same time wherever the first differing byte is.
     if not hmac.compare_digest(request.token, token):
         raise AuthFailed(request.request_id)
+
+
+def _act(request: Request, *, counters: Counters, switch: TransformSwitch) -> Response:
     command = request.checked_command()
     rid = request.request_id
     counter = _COUNTER_OF.get(command)
@@ -132,7 +148,7 @@ def respond(
     counters: Counters,
     token: bytes,
     switch: TransformSwitch,
-    limiter: FailureLimiter,
+    limiter: FailureBudget,
     now: float,
 ) -> bytes | None:
     """Turn one received datagram into the datagram to send back, or silence.
@@ -142,12 +158,13 @@ def respond(
 
     Args:
         datagram: the bytes received.
-        source: the sender's address (its host part), the rate limit's key.
+        source: the sender's address (its host part): whose allowance a wrong
+            token spends, and which address a right token proves.
         counters: the server's counters; ``monitor_requests`` and
             ``monitor_auth_failures`` are incremented here.
         token: the configured 8-byte token.
         switch: the transform switch.
-        limiter: failed-authentication budget per source.
+        limiter: the failed-authentication budget.
         now: the current time in seconds (``loop.time()`` in the server).
 
     Returns:
@@ -155,10 +172,12 @@ def respond(
     """
     counters.monitor_requests += 1
     try:
-        if limiter.blocked(source, now):
-            return None
         request = decode_request(datagram)
-        response = handle(request, counters=counters, token=token, switch=switch)
+        if not limiter.admits(source, now):
+            return None  # not compared: see "Rate limiting" above
+        _authenticate(request, token)
+        limiter.record_success(source, now)
+        response = _act(request, counters=counters, switch=switch)
     except NoReply as error:
         log.debug("monitor: no reply to %s: %s", source, error)
         return None
@@ -166,7 +185,9 @@ def respond(
         counters.monitor_auth_failures += 1
         if limiter.record_failure(source, now):
             log.warning(
-                "monitor: %s exceeded its failed-authentication budget; ignoring it", source
+                "monitor: failed-authentication budget spent (last from %s); only "
+                "recently authenticated addresses are answered until it refills",
+                source,
             )
         else:
             log.info("monitor: authentication failed from %s", source)

@@ -5,8 +5,8 @@ Theory of operation
 Each bound address gets a :class:`MonitorProtocol` whose ``datagram_received``
 does decode → handle → encode → ``sendto`` through
 :func:`buzon.monitor.handler.respond` and nothing more, with ``loop.time()`` as
-the clock. All listeners of one server share one failure limiter, so an address
-has one budget whether it comes over IPv4 or IPv6. Work per datagram is a few
+the clock. All listeners of one server share one failure budget
+(:mod:`buzon.monitor.ratelimit`), so IPv4 and IPv6 senders draw on the same one. Work per datagram is a few
 microseconds and never awaits, so the monitor runs on the SMTP event loop
 without slowing sessions down.
 
@@ -27,7 +27,7 @@ from typing import cast
 
 from buzon.metrics.counters import Counters
 from buzon.monitor.handler import TransformSwitch, respond
-from buzon.monitor.ratelimit import FailureLimiter
+from buzon.monitor.ratelimit import FailureBudget
 from buzon.monitor.wire import TOKEN_SIZE
 from buzon.net import bind_sockets, format_peer
 
@@ -49,7 +49,7 @@ class MonitorProtocol(asyncio.DatagramProtocol):
         counters: Counters,
         token: bytes,
         switch: TransformSwitch,
-        limiter: FailureLimiter,
+        limiter: FailureBudget,
     ) -> None:
         self.counters = counters
         self.token = token
@@ -94,7 +94,7 @@ async def start_monitor(
     token: bytes,
     switch: TransformSwitch,
     failures_per_minute: int,
-    max_tracked: int = 4096,
+    address_failures_per_minute: int = 30,
 ) -> list[asyncio.DatagramTransport]:
     """Bind the monitor on every host and start answering.
 
@@ -105,8 +105,10 @@ async def start_monitor(
         counters: the server's counters, read when asked and counted into.
         token: the 8-byte token (``load_or_create_token``).
         switch: the transform switch (see :class:`TransformSwitch`).
-        failures_per_minute: failed authentications allowed per source address.
-        max_tracked: most source addresses the rate limiter remembers.
+        failures_per_minute: wrong tokens allowed per minute from all source
+            addresses together (also the burst).
+        address_failures_per_minute: the same, for each address that recently
+            presented the right token, spent before the global budget.
 
     Returns:
         The transports; close them (``transport.close()``) to stop the monitor.
@@ -119,7 +121,7 @@ async def start_monitor(
     if len(token) != TOKEN_SIZE:
         raise ValueError(f"the monitor token must be {TOKEN_SIZE} bytes")
     loop = asyncio.get_running_loop()
-    limiter = FailureLimiter(failures_per_minute, max_tracked=max_tracked)
+    limiter = FailureBudget(failures_per_minute, address_per_minute=address_failures_per_minute)
     sockets = bind_sockets(hosts, port, kind=socket.SOCK_DGRAM, rcvbuf=_RCVBUF)
     transports: list[asyncio.DatagramTransport] = []
     try:

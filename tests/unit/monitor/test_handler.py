@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from buzon.metrics.counters import Counters
 from buzon.monitor import handler as handler_module
 from buzon.monitor.handler import handle, respond
-from buzon.monitor.ratelimit import FailureLimiter
+from buzon.monitor.ratelimit import FailureBudget
 from buzon.monitor.wire import (
     AuthFailed,
     BadCommand,
@@ -49,7 +49,9 @@ class Monitor:
 
     counters: Counters = field(default_factory=Counters)
     switch: FakeSwitch = field(default_factory=FakeSwitch)
-    limiter: FailureLimiter = field(default_factory=lambda: FailureLimiter(3))
+    limiter: FailureBudget = field(
+        default_factory=lambda: FailureBudget(3, address_per_minute=2)
+    )
     now: float = 1000.0
 
     def ask(self, datagram: bytes, source: str = SOURCE) -> bytes | None:
@@ -272,54 +274,95 @@ def test_a_reply_is_never_longer_than_its_request(datagram: bytes) -> None:
 
 # --------------------------------------------------------------------------- respond(): rate limit
 
+STRANGER = "198.51.100.9"
 
-def test_rate_limit_silences_an_address_after_its_budget(monitor: Monitor) -> None:
+
+def _spend_global(monitor: Monitor, source: str = STRANGER) -> None:
     for _ in range(3):
-        assert monitor.request(0, token=WRONG).status is Status.AUTH_FAILED
-    # Blocked: no reply, even with the right token, even to a malformed request.
-    assert monitor.request(0) is None
-    assert monitor.request(0, token=WRONG) is None
-    assert monitor.ask(encode_request(Request(1, TOKEN, 0)) + b"x") is None
+        assert monitor.request(0, token=WRONG, source=source).status is Status.AUTH_FAILED
+
+
+def test_a_spent_budget_silences_strangers_without_comparing(monitor: Monitor) -> None:
+    _spend_global(monitor)
+    # No reply, to a wrong token or a right one: answering only the right one would
+    # make the silence itself the answer to a guess.
+    assert monitor.request(0, token=WRONG, source=STRANGER) is None
+    assert monitor.request(0, source=STRANGER) is None
+    assert monitor.request(0, source="2001:db8::1") is None
     assert monitor.counters.monitor_auth_failures == 3
     assert monitor.counters.monitor_requests == 6
 
 
-def test_rate_limit_is_per_address(monitor: Monitor) -> None:
-    for _ in range(3):
-        monitor.request(0, token=WRONG)
-    assert monitor.request(0) is None
-    assert monitor.request(0, source="2001:db8::1") == Response.with_u32(0x1234, 11)
+def test_malformed_requests_are_still_answered_when_the_budget_is_spent(
+    monitor: Monitor,
+) -> None:
+    _spend_global(monitor)
+    bad_length = encode_request(Request(1, TOKEN, 0)) + b"x"
+    assert monitor.ask(bad_length, STRANGER) == bytes.fromhex("FF FE 00 00 01 04") + bytes(8)
 
 
-def test_rate_limit_releases_as_the_budget_refills(monitor: Monitor) -> None:
-    for _ in range(3):
-        monitor.request(0, token=WRONG)
-    monitor.now += 19.9  # 3 per minute: one failure's worth every 20 s
-    assert monitor.request(0) is None
-    monitor.now += 0.2
-    assert monitor.request(0) == Response.with_u32(0x1234, 11)
-
-
-def test_blocked_requests_skip_the_token_comparison(monitor: Monitor, monkeypatch) -> None:
-    for _ in range(3):
-        monitor.request(0, token=WRONG)
+def test_spent_budget_skips_the_token_comparison(monitor: Monitor, monkeypatch) -> None:
+    _spend_global(monitor)
     calls: list[object] = []
     monkeypatch.setattr(handler_module.hmac, "compare_digest", lambda a, b: calls.append(a))
-    monitor.request(0)
+    monitor.request(0, source=STRANGER)
     assert calls == []
+
+
+def test_the_budget_is_global_not_per_address(monitor: Monitor) -> None:
+    for i in range(3):
+        monitor.request(0, token=WRONG, source=f"198.51.100.{i}")
+    assert monitor.request(0, token=WRONG, source="198.51.100.200") is None
+
+
+def test_a_proven_operator_is_answered_through_a_flood_from_elsewhere(monitor: Monitor) -> None:
+    assert monitor.request(0, source=SOURCE) == Response.with_u32(0x1234, 11)
+    for i in range(100):
+        monitor.request(0, token=WRONG, source=f"198.51.100.{i}")
+    assert monitor.request(0, source=SOURCE) == Response.with_u32(0x1234, 11)
+    assert monitor.counters.monitor_auth_failures == 3
+
+
+def test_forged_failures_from_the_operator_do_not_block_it(monitor: Monitor) -> None:
+    monitor.request(0, source=SOURCE)  # the operator, proven
+    # Forged wrong tokens from its address: 2 of its own, then 3 of the global budget.
+    for _ in range(5):
+        assert monitor.request(0, token=WRONG, source=SOURCE).status is Status.AUTH_FAILED
+    assert monitor.request(0, token=WRONG, source=SOURCE) is None
+    # Nothing is held against the address: the first refill serves it again.
+    monitor.now += 20.0  # the global budget: 3 a minute
+    assert monitor.request(0, source=SOURCE) == Response.with_u32(0x1234, 11)
+
+
+def test_the_budget_releases_as_it_refills(monitor: Monitor) -> None:
+    _spend_global(monitor)
+    monitor.now += 19.9  # 3 per minute: one failure's worth every 20 s
+    assert monitor.request(0, source=STRANGER) is None
+    monitor.now += 0.2
+    assert monitor.request(0, source=STRANGER) == Response.with_u32(0x1234, 11)
 
 
 def test_successes_do_not_spend_the_budget(monitor: Monitor) -> None:
     for _ in range(50):
         assert monitor.request(0) is not None
     for _ in range(3):
-        assert monitor.request(0, token=WRONG).status is Status.AUTH_FAILED
+        assert monitor.request(0, token=WRONG, source=STRANGER).status is Status.AUTH_FAILED
 
 
-def test_blocking_is_logged_once(monitor: Monitor, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_right_token_with_a_bad_command_proves_the_address(monitor: Monitor) -> None:
+    assert monitor.request(0x09, source=SOURCE) == Response(0x1234, Status.BAD_COMMAND)
+    _spend_global(monitor)
+    assert monitor.request(0, source=SOURCE) == Response.with_u32(0x1234, 11)
+
+
+def test_spending_the_budget_is_logged_once(
+    monitor: Monitor, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="buzon.monitor"):
         for _ in range(10):
             monitor.request(0, token=WRONG)
-    assert [r.getMessage() for r in caplog.records] == [
-        f"monitor: {SOURCE} exceeded its failed-authentication budget; ignoring it"
-    ]
+    message = (
+        f"monitor: failed-authentication budget spent (last from {SOURCE}); only "
+        "recently authenticated addresses are answered until it refills"
+    )
+    assert [r.getMessage() for r in caplog.records] == [message]
