@@ -4,18 +4,44 @@ The access log is its own logger, ``buzon.access``, one line per event with a
 UTC timestamp and the client address, to stdout and optionally to a file. The
 server's diagnostic log goes to stderr, so the two can be routed apart (as in
 the seed, which kept ``smtpd.log`` for accesses only).
+
+What a client says (addresses; peers are ours, but go through the same door)
+is written through :func:`escape`: a control character (ESC, CR, NUL...), a
+space, a non-ASCII character and the separators ``< > ,`` and ``\\`` become
+``\\xNN`` (``\\uNNNN``, ``\\UNNNNNNNN`` beyond Latin-1), so a client can
+neither drive the terminal of whoever reads the log nor forge a line or a
+field. The log file is created 0640 (owner and group only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["AccessLog", "setup_logging"]
+__all__ = ["AccessLog", "escape", "setup_logging"]
+
+_UNSAFE = re.compile(r"[^\x21-\x2b\x2d-\x3b\x3d\x3f-\x5b\x5d-\x7e]")
+
+
+def _hex(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every character but printable ASCII, and ``<>,\\``, as ``\\xNN``.
+
+    Reversible and unambiguous: a backslash in the output always starts an escape.
+    """
+    return _UNSAFE.sub(_hex, text)
 
 
 class _UTCFormatter(logging.Formatter):
@@ -38,6 +64,18 @@ def setup_logging(level: str) -> None:
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
 
 
+def _open_log(file: Path) -> TextIO:
+    """Open the log file for appending, created 0640; an existing one loses other bits."""
+    fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        mode = os.fstat(fd).st_mode & 0o7777
+        if mode & ~0o640:
+            os.fchmod(fd, mode & 0o640)
+    except OSError:
+        pass  # not ours to change: keep logging
+    return open(fd, "a", encoding="utf-8")
+
+
 class AccessLog:
     """Writes the three access-log events to stdout and, if given, a file.
 
@@ -56,7 +94,7 @@ class AccessLog:
             self._streams.append(sys.stdout)
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(file, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            handle = _open_log(file)
             self._streams.append(handle)
             self._owned.append(handle)
         self._lines: list[str] = []
@@ -102,13 +140,16 @@ class AccessLog:
             handle.close()
 
     def connect(self, peer: str) -> None:
-        self._emit(f"connect {peer}")
+        self._emit(f"connect {escape(peer)}")
 
     def accepted(
         self, peer: str, queue_id: str, sender: str, recipients: list[str], size: int
     ) -> None:
-        rcpts = ",".join(f"<{r}>" for r in recipients)
-        self._emit(f"accepted {peer} id={queue_id} from=<{sender}> to={rcpts} size={size}")
+        rcpts = ",".join(f"<{escape(r)}>" for r in recipients)
+        self._emit(
+            f"accepted {escape(peer)} id={escape(queue_id)} from=<{escape(sender)}>"
+            f" to={rcpts} size={size}"
+        )
 
     def disconnect(self, peer: str, seconds: float) -> None:
-        self._emit(f"disconnect {peer} duration={seconds:.3f}s")
+        self._emit(f"disconnect {escape(peer)} duration={seconds:.3f}s")

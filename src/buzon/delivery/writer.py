@@ -17,10 +17,14 @@ by recipient, so nobody gets it twice.
 Per-message work skipped because it cannot find anything: the "already
 delivered?" look-ups for a job that was neither recovered nor failed before
 (its names are new, since a queue id is minted once); removing ``work/`` files
-of a job that never went through the transform stage (``Job.work``); checking
-a mailbox folder checked less than a second ago (``known`` in
-:func:`buzon.storage.maildir.write_tmp`), forgotten as soon as any operation on
-it fails.
+of a job that never went through the transform stage (``Job.work``).
+
+A message is released only after a successful write. The one error that
+counts as "done" without a write is a queue segment that is gone when its
+record is loaded (:meth:`~buzon.spool.queue.Spool.load`: delivered and
+released by an earlier run); every error from the Maildir side, a
+``FileNotFoundError`` from a removed ``tmp/`` or mail root included, defers the
+message for a retry.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ __all__ = ["MaildirWriter"]
 
 log = logging.getLogger("buzon.delivery")
 
-_MAX_OPEN_FILES = 512  # written-but-uncommitted files held open by one batch
+# Written-but-uncommitted files held open by one batch; each holds three
+# descriptors (the file, its tmp/ and its new/).
+_MAX_OPEN_FILES = 256
 
 
 class MaildirWriter:
@@ -48,10 +54,6 @@ class MaildirWriter:
         self.mail_root = mail_root
         self.hostname = hostname
         self.fsync = fsync
-        # Mailboxes whose folders were checked recently; shared by the delivery
-        # threads (dict operations are atomic under the GIL; a lost update only
-        # costs one more check).
-        self.known_mailboxes: dict[str, float] = {}
 
     def deliver_batch(self, jobs: Sequence[Job]) -> list[BaseException | None]:
         """Deliver ``jobs``; for each, None once delivered and released, or the error."""
@@ -68,25 +70,34 @@ class MaildirWriter:
                     maildir.commit(file, fsync=self.fsync)
                 except OSError as error:
                     results[index] = error
-                    self.known_mailboxes.pop(file.mailbox, None)
                     continue
                 touched.setdefault(file.mailbox, set()).add(index)
             pending.clear()
 
         for index, job in enumerate(jobs):
-            try:
-                envelope, content = job.envelope, job.content
-                if envelope is None or content is None:
+            envelope, content = job.envelope, job.content
+            if envelope is None or content is None:
+                try:
                     envelope, content = self.spool.load(job.where)
+                except FileNotFoundError:
+                    # Only the queue segment itself may be missing here: it was
+                    # delivered and released by an earlier run.
+                    continue
+                except SpoolCorrupt as error:
+                    # Counted as done: the segment goes to corrupt/ when its last good
+                    # record is delivered, for a human to look at.
+                    log.error("queued message %s in segment %s is corrupt, to be moved to"
+                              " corrupt/: %s", job.where.queue_id, job.where.segment, error)
+                    self.spool.mark_damaged(job.where.segment, f"{type(error).__name__}: {error}")
+                    continue
+                except OSError as error:
+                    results[index] = error
+                    continue
+            try:
                 pending.extend((index, f) for f in self._write_one(envelope, content, job.check))
-            except FileNotFoundError:
-                pass  # the segment is gone: delivered and released by an earlier run
-            except SpoolCorrupt as error:
-                # Counted as done: the segment goes to corrupt/ when its last good
-                # record is delivered, for a human to look at.
-                log.error("queued message %s is corrupt (%s)", job.where.queue_id, error)
-                self.spool.mark_damaged(job.where.segment)
             except OSError as error:
+                # Anything from the Maildir side (FileNotFoundError included: a
+                # removed tmp/ or mail root) defers the message; never "delivered".
                 results[index] = error
             if len(pending) >= _MAX_OPEN_FILES:
                 commit_pending()
@@ -96,7 +107,6 @@ class MaildirWriter:
                 try:
                     maildir.sync_new(self.mail_root, mailbox)
                 except OSError as error:
-                    self.known_mailboxes.pop(mailbox, None)
                     for i in indexes:
                         results[i] = error
         for job, result in zip(jobs, results, strict=True):
@@ -130,9 +140,7 @@ class MaildirWriter:
                     esmtp=envelope.esmtp,
                     received=envelope.received,
                 )
-                files.append(maildir.write_tmp(
-                    self.mail_root, mailbox, name, (headers, content), known=self.known_mailboxes
-                ))
+                files.append(maildir.write_tmp(self.mail_root, mailbox, name, (headers, content)))
         except BaseException:
             for file in files:
                 maildir.abandon(file)

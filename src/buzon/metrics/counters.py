@@ -10,6 +10,8 @@ Definitions, as documented in docs/metrics.md:
 - ``transform_*``: outcomes of the transform stage (successes, failures, retries,
   deliveries of the original under the failure policy).
 - ``monitor_auth_failures``: monitor requests refused for a bad token.
+- ``spool_quarantined``: queue segments moved to ``corrupt/`` because a record in
+  them did not read back (each one also logged, naming the segment and the fault).
 
 The values only grow (except ``concurrent_connections``); the monitor protocol
 carries 32 bits, so :func:`wire_u32` saturates at 2**32-1 instead of wrapping.
@@ -43,6 +45,7 @@ class Counters:
     transform_fallback: int = 0
     monitor_requests: int = 0
     monitor_auth_failures: int = 0
+    spool_quarantined: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """The persisted subset, as plain ints (concurrent connections are not)."""

@@ -17,16 +17,17 @@ there and appended ``:2,S`` flags), so a crash between two recipients never
 delivers twice.
 
 Every path is built from a mailbox name vetted by
-:func:`buzon.storage.mailbox.mailbox_name`; :func:`mailbox_path` checks it again and
-refuses a mailbox folder that is a symbolic link, so nothing is ever written
-outside the mail root even if someone plants a link there. A caller that
-delivers many messages may pass a ``known`` map to :func:`write_tmp`: a mailbox
-checked is then trusted for :data:`TRUST_SECONDS`, or until an operation on it
-fails, which saves three ``lstat`` calls per delivery to a busy mailbox
-(measured ~20 µs of the ~300 µs a 1 KB delivery costs). A link put in place of
-a mailbox folder that already exists is thus noticed within a second, rather
-than between the ``lstat`` and the ``open`` of one delivery (which a planted
-link racing us could also slip through).
+:func:`buzon.storage.mailbox.mailbox_name`, checked again here, and is never
+resolved through a symbolic link: a delivery opens the mailbox folder, then its
+``tmp/`` and ``new/``, each with ``O_NOFOLLOW | O_DIRECTORY`` relative to the
+one before (``openat``), creates the file relative to ``tmp/``'s descriptor and
+renames it between the two descriptors. A link planted in place of a mailbox,
+``tmp/`` or ``new/`` (or of the file) makes the delivery fail with
+:class:`UnsafePath`, whenever it appears: nothing is checked once and trusted
+later, so there is no window in which a swapped link is followed. (Until 0.x a
+checked folder was trusted by path for a second; the descriptors cost about as
+much as the ``lstat`` calls that trust saved.) Only the mail root itself is
+taken as configured, links and all.
 
 Where the mailbox folders go on disk matters on ext4 without a journal (the
 case on the benchmark machine): there, creating a file scans every inode freed
@@ -43,35 +44,37 @@ file systems, and roots we do not own, simply keep their allocation.
 from __future__ import annotations
 
 import array
+import contextlib
+import errno
 import fcntl
 import os
+import re
 import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buzon.fsutil import fsync_dir, unlink_quietly
 from buzon.storage.mailbox import check_mailbox
 
 __all__ = [
-    "UnsafePath",
     "Pending",
+    "UnsafePath",
     "abandon",
     "already_delivered",
     "commit",
     "deliver",
-    "write_tmp",
     "mailbox_path",
     "message_name",
     "sync_new",
     "trace_headers",
+    "write_tmp",
 ]
 
 _SUBDIRS = ("tmp", "new", "cur")
-TRUST_SECONDS = 1.0
-"""How long a checked mailbox folder is trusted without checking it again."""
-_KNOWN_MAX = 100_000  # trusted mailbox names kept at most (then the map starts over)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_QUEUE_ID = re.compile(r"[A-Z2-7]{16}")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # linux/fs.h: the inode flags ioctls and the "top of directory hierarchy" flag.
 _FS_IOC_GETFLAGS = 0x80086601
@@ -90,8 +93,18 @@ def message_name(received: float, queue_id: str, index: int, host: str) -> str:
     ``/`` and ``:`` in the host name are escaped as the Maildir convention says
     (``\\057``, ``\\072``), since ``:`` separates the flags suffix.
     """
+    if not _QUEUE_ID.fullmatch(queue_id):  # never a path from an unchecked field
+        raise UnsafePath(f"queue id {queue_id[:40]!r} is not 16 characters of A-Z2-7")
     host = host.replace("/", "\\057").replace(":", "\\072")
     return f"{int(received)}.Q{queue_id}R{index}.{host}"
+
+
+def _vetted(root: Path, mailbox: str) -> Path:
+    try:
+        check_mailbox(mailbox)
+    except ValueError as error:
+        raise UnsafePath(f"unsafe mailbox name {mailbox!r}: {error}") from None
+    return root / mailbox
 
 
 def mailbox_path(root: Path, mailbox: str) -> Path:
@@ -101,11 +114,7 @@ def mailbox_path(root: Path, mailbox: str) -> Path:
         UnsafePath: the name is not a vetted mailbox name, or the folder exists as
             a symlink or a non-directory.
     """
-    try:
-        check_mailbox(mailbox)
-    except ValueError as error:
-        raise UnsafePath(f"unsafe mailbox name {mailbox!r}: {error}") from None
-    path = root / mailbox
+    path = _vetted(root, mailbox)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -113,13 +122,6 @@ def mailbox_path(root: Path, mailbox: str) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"{path} is not a directory (symlink or file)")
     return path
-
-
-def _is_real_dir(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)  # lstat: a symlink is not a real dir
-    except FileNotFoundError:
-        return False
 
 
 def _spread_mailboxes(root: Path) -> None:
@@ -148,18 +150,63 @@ def _spread_mailboxes(root: Path) -> None:
         os.close(fd)
 
 
-def _ensure_maildir(path: Path) -> None:
-    if _is_real_dir(path / "new") and _is_real_dir(path / "tmp"):
-        return
-    if not _is_real_dir(path):
-        _spread_mailboxes(path.parent)
-    for sub in _SUBDIRS:
+def _open_dir(name: str | Path, dir_fd: int | None = None) -> int:
+    """Open a directory without following a link at its last component.
+
+    Raises:
+        UnsafePath: it is a symlink or not a directory.
+        FileNotFoundError: it is not there.
+    """
+    try:
+        return os.open(name, _DIR, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath(f"{name} is a symlink or not a directory") from None
+        raise
+
+
+def _create_maildir(root: Path, mailbox: str) -> None:
+    """Create what is missing of ``<root>/<mailbox>/{tmp,new,cur}``: 0700, through no link."""
+    os.makedirs(root, exist_ok=True)
+    if not os.path.lexists(root / mailbox):
+        _spread_mailboxes(root)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root / mailbox, 0o700)
+    folder = _open_dir(root / mailbox)
+    try:
+        for sub in _SUBDIRS:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(sub, 0o700, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _open_maildir(root: Path, mailbox: str, create: bool) -> tuple[int, int]:
+    """Descriptors of the mailbox's ``tmp/`` and ``new/`` (created if ``create``).
+
+    Raises:
+        UnsafePath: see :func:`mailbox_path`; also a symlinked ``tmp/`` or ``new/``.
+        FileNotFoundError: something is missing and ``create`` is false (or it
+            vanished again while being created).
+    """
+    path = _vetted(root, mailbox)
+    for last in (not create, True):
         try:
-            os.makedirs(path / sub, mode=0o700, exist_ok=True)
-        except FileExistsError:
-            raise UnsafePath(f"{path / sub} exists and is not a directory") from None
-    if os.path.islink(path / "new") or os.path.islink(path / "tmp"):
-        raise UnsafePath(f"{path} has a symlinked tmp/ or new/")
+            folder = _open_dir(path)
+            try:
+                tmp = _open_dir("tmp", folder)
+                try:
+                    return tmp, _open_dir("new", folder)
+                except BaseException:
+                    os.close(tmp)
+                    raise
+            finally:
+                os.close(folder)
+        except FileNotFoundError:
+            if last:
+                raise
+            _create_maildir(root, mailbox)
+    raise AssertionError("unreachable")
 
 
 def trace_headers(
@@ -184,66 +231,66 @@ def trace_headers(
     lines = (
         f"Return-Path: <{sender}>",
         f"Delivered-To: {recipient}",
-        f"Received: from {helo_clean} ({peer})\r\n\tby {host} (Buzon) with {proto} id {queue_id}"
-        f"\r\n\tfor <{recipient}>; {date}",
+        (f"Received: from {helo_clean} ({peer})\r\n\tby {host} (Buzon) with {proto}"
+         f" id {queue_id}\r\n\tfor <{recipient}>; {date}"),
     )
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
 
 
 @dataclass(slots=True)
 class Pending:
-    """A message written into ``tmp/`` (not yet flushed), waiting for :func:`commit`."""
+    """A message written into ``tmp/`` (not yet flushed), waiting for :func:`commit`.
+
+    Holds three descriptors: the file, and its mailbox's ``tmp/`` and ``new/``.
+    """
 
     fd: int
-    tmp: Path
-    final: Path
+    tmp_dir: int
+    new_dir: int
+    name: str
     mailbox: str
+    final: Path
+    """Where the file will be once committed (for messages and tests)."""
+
+    def _close_dirs(self) -> None:
+        for fd in (self.tmp_dir, self.new_dir):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _unlink_tmp(self) -> None:
+        try:
+            os.unlink(self.name, dir_fd=self.tmp_dir)
+        except OSError:
+            pass
 
 
-def _checked_folder(root: Path, mailbox: str, known: dict[str, float] | None) -> Path:
-    folder = mailbox_path(root, mailbox)
-    _ensure_maildir(folder)
-    if known is not None:
-        if len(known) >= _KNOWN_MAX:
-            known.clear()
-        known[mailbox] = time.monotonic() + TRUST_SECONDS
-    return folder
-
-
-def write_tmp(
-    root: Path, mailbox: str, name: str, parts: Iterable[bytes], *,
-    known: dict[str, float] | None = None,
-) -> Pending:
+def write_tmp(root: Path, mailbox: str, name: str, parts: Iterable[bytes]) -> Pending:
     """First half of a delivery: create ``tmp/<name>`` and write the message into it.
 
     Splitting the delivery lets a batch write every file first and flush them
-    afterwards, so one journal commit covers many files.
-
-    Args:
-        known: mailbox name -> ``time.monotonic()`` until which its folder is
-            trusted; updated here. A trusted mailbox is not checked again; if
-            creating the file in it fails, it is forgotten and checked (and
-            created) again before one more try, so a folder removed meanwhile is
-            made anew. Callers forget a mailbox when a later step on it fails.
+    afterwards, so one journal commit covers many files. The mailbox folder is
+    created (0700) if it is missing.
 
     Raises:
-        UnsafePath: see :func:`mailbox_path`.
+        UnsafePath: see :func:`mailbox_path`; a symlinked ``tmp/``/``new/``, or a
+            symlink where the file goes.
         OSError: the partial file is removed.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    if known is not None and known.get(mailbox, 0.0) > time.monotonic():
-        folder = root / mailbox
-        tmp = folder / "tmp" / name
+    tmp_dir, new_dir = _open_maildir(root, mailbox, create=True)
+    try:
         try:
-            fd = os.open(tmp, flags, 0o600)
-        except OSError:
-            known.pop(mailbox, None)  # another thread may have dropped it too
-            folder = _checked_folder(root, mailbox, known)
-            fd = os.open(tmp, flags, 0o600)
-    else:
-        folder = _checked_folder(root, mailbox, known)
-        tmp = folder / "tmp" / name
-        fd = os.open(tmp, flags, 0o600)
+            fd = os.open(name, _CREATE, 0o600, dir_fd=tmp_dir)
+        except FileExistsError:
+            # Left by an attempt that crashed; never written through (it may be a link).
+            os.unlink(name, dir_fd=tmp_dir)
+            fd = os.open(name, _CREATE, 0o600, dir_fd=tmp_dir)
+    except BaseException:
+        os.close(tmp_dir)
+        os.close(new_dir)
+        raise
+    pending = Pending(fd, tmp_dir, new_dir, name, mailbox, root / mailbox / "new" / name)
     try:
         chunks = [memoryview(p) for p in parts]
         while chunks:
@@ -254,14 +301,13 @@ def write_tmp(
             if chunks and written:
                 chunks[0] = chunks[0][written:]
     except BaseException:
-        os.close(fd)
-        unlink_quietly(tmp)
+        abandon(pending)
         raise
-    return Pending(fd, tmp, folder / "new" / name, mailbox)
+    return pending
 
 
 def commit(pending: Pending, *, fsync: bool = True) -> None:
-    """Second half: flush the file, close it, rename it into ``new/``.
+    """Second half: flush the file, close it, rename it from ``tmp/`` into ``new/``.
 
     The caller flushes ``new/`` afterwards (:func:`sync_new`), once per mailbox.
 
@@ -274,10 +320,13 @@ def commit(pending: Pending, *, fsync: bool = True) -> None:
                 os.fsync(pending.fd)
         finally:
             os.close(pending.fd)
-        os.rename(pending.tmp, pending.final)
+        os.rename(pending.name, pending.name,
+                  src_dir_fd=pending.tmp_dir, dst_dir_fd=pending.new_dir)
     except BaseException:
-        unlink_quietly(pending.tmp)
+        pending._unlink_tmp()
         raise
+    finally:
+        pending._close_dirs()
 
 
 def abandon(pending: Pending) -> None:
@@ -286,7 +335,8 @@ def abandon(pending: Pending) -> None:
         os.close(pending.fd)
     except OSError:
         pass
-    unlink_quietly(pending.tmp)
+    pending._unlink_tmp()
+    pending._close_dirs()
 
 
 def deliver(
@@ -297,7 +347,7 @@ def deliver(
     ``tmp/`` → flush → rename into ``new/`` → flush ``new/``.
 
     Raises:
-        UnsafePath: see :func:`mailbox_path`.
+        UnsafePath: see :func:`write_tmp`.
         OSError: disk full, read-only file system, permissions: nothing is left in
             ``new/``; a partial file in ``tmp/`` is removed.
     """
@@ -310,15 +360,40 @@ def deliver(
 
 def sync_new(root: Path, mailbox: str) -> None:
     """Flush a mailbox's ``new/`` directory, making the renames into it durable."""
-    fsync_dir(root / mailbox / "new")
+    tmp_dir, new_dir = _open_maildir(root, mailbox, create=False)
+    try:
+        os.fsync(new_dir)
+    finally:
+        os.close(tmp_dir)
+        os.close(new_dir)
 
 
 def already_delivered(root: Path, mailbox: str, name: str) -> bool:
-    """Whether ``name`` is in the mailbox's ``new/`` or, flagged, in ``cur/``."""
-    folder = root / mailbox
-    if (folder / "new" / name).exists() or (folder / "cur" / name).exists():
-        return True
+    """Whether ``name`` is in the mailbox's ``new/`` or, flagged, in ``cur/``.
+
+    Looked up through the same link-refusing descriptors as a delivery, so a
+    planted link cannot make a recipient look served.
+    """
     try:
-        return any(entry.startswith(name + ":") for entry in os.listdir(folder / "cur"))
-    except OSError:
+        folder = _open_dir(_vetted(root, mailbox))
+    except (FileNotFoundError, UnsafePath):
         return False
+    try:
+        for sub in ("new", "cur"):
+            try:
+                fd = _open_dir(sub, folder)
+            except (FileNotFoundError, UnsafePath):
+                continue
+            try:
+                try:
+                    os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    return True
+                except FileNotFoundError:
+                    pass
+                if sub == "cur" and any(e.startswith(name + ":") for e in os.listdir(fd)):
+                    return True
+            finally:
+                os.close(fd)
+        return False
+    finally:
+        os.close(folder)

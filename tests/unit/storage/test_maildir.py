@@ -1,10 +1,11 @@
-"""Maildir writer: the trusted-mailbox shortcut and the folder-placement hint."""
+"""Maildir writer: descriptors instead of trusted paths, and the folder-placement hint."""
 
 from __future__ import annotations
 
 import array
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,80 +13,86 @@ import pytest
 from buzon.storage import maildir
 
 
-def _deliver(root: Path, mailbox: str, name: str, known: dict[str, float] | None) -> Path:
-    pending = maildir.write_tmp(root, mailbox, name, (b"H: v\r\n", b"\r\nbody\r\n"), known=known)
+def _deliver(root: Path, mailbox: str, name: str) -> Path:
+    pending = maildir.write_tmp(root, mailbox, name, (b"H: v\r\n", b"\r\nbody\r\n"))
     maildir.commit(pending)
     return pending.final
 
 
-def test_a_checked_mailbox_is_trusted_without_lstat(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    known: dict[str, float] = {}
-    _deliver(tmp_path, "ann", "m1", known)
-    assert set(known) == {"ann"}
-
-    def no_lstat(*args: object, **kwargs: object) -> os.stat_result:
-        raise AssertionError("a known mailbox was checked again")
-
-    monkeypatch.setattr(maildir.os, "lstat", no_lstat)
-    final = _deliver(tmp_path, "ann", "m2", known)
-    assert final == tmp_path / "ann" / "new" / "m2"
+def test_a_delivery_lands_in_new_with_0700_folders(tmp_path: Path) -> None:
+    final = _deliver(tmp_path, "ann", "m1")
+    assert final == tmp_path / "ann" / "new" / "m1"
     assert final.read_bytes() == b"H: v\r\n\r\nbody\r\n"
+    for folder in ("ann", "ann/tmp", "ann/new", "ann/cur"):
+        assert (tmp_path / folder).stat().st_mode & 0o777 == 0o700, folder
+    assert final.stat().st_mode & 0o777 == 0o600
+    assert list((tmp_path / "ann" / "tmp").iterdir()) == []
 
 
-def test_a_known_mailbox_removed_meanwhile_is_created_again(tmp_path: Path) -> None:
-    known: dict[str, float] = {}
-    _deliver(tmp_path, "bob", "m1", known)
-    for sub in ("tmp", "new", "cur"):
-        for entry in (tmp_path / "bob" / sub).iterdir():
-            entry.unlink()
-        (tmp_path / "bob" / sub).rmdir()
-    (tmp_path / "bob").rmdir()
-
-    final = _deliver(tmp_path, "bob", "m2", known)
-    assert final.read_bytes().endswith(b"body\r\n")
-    assert set(known) == {"bob"}
+def test_a_mailbox_removed_meanwhile_is_created_again(tmp_path: Path) -> None:
+    _deliver(tmp_path, "bob", "m1")
+    shutil.rmtree(tmp_path / "bob")
+    assert _deliver(tmp_path, "bob", "m2").read_bytes().endswith(b"body\r\n")
+    shutil.rmtree(tmp_path / "bob" / "tmp")
+    assert _deliver(tmp_path, "bob", "m3").read_bytes().endswith(b"body\r\n")
 
 
-def test_a_known_mailbox_replaced_by_a_symlink_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["", "tmp", "new"])
+def test_a_symlinked_mailbox_tmp_or_new_is_refused(tmp_path: Path, where: str) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
     outside.mkdir()
-    known: dict[str, float] = {}
-    _deliver(root, "eve", "m1", known)
-    (root / "eve").rename(tmp_path / "eve-old")
-    (root / "eve").symlink_to(outside)  # planted: outside has no tmp/, so open fails
-
+    for sub in ("tmp", "new", "cur"):
+        (outside / sub).mkdir()
+    _deliver(root, "eve", "m1")
+    victim = root / "eve" / where if where else root / "eve"
+    victim.rename(tmp_path / "old")
+    victim.symlink_to(outside / where if where else outside)
     with pytest.raises(maildir.UnsafePath):
-        _deliver(root, "eve", "m2", known)
-    assert list(outside.iterdir()) == []
-    assert "eve" not in known
+        _deliver(root, "eve", "m2")
+    assert [p for p in outside.rglob("*") if p.is_file()] == []
 
 
-def test_trust_expires_and_the_folder_is_checked_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_link_swapped_in_after_the_write_is_never_followed(tmp_path: Path) -> None:
+    """The folders are held open from write_tmp to commit: a swap between them
+    changes nothing, the file still lands in the real new/."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "new").mkdir(parents=True)
+    (outside / "tmp").mkdir()
+    _deliver(root, "eve", "m1")
+    pending = maildir.write_tmp(root, "eve", "m2", (b"x",))
+    real = tmp_path / "real-eve"
+    (root / "eve").rename(real)
+    (root / "eve").symlink_to(outside)
+    maildir.commit(pending)
+    assert (real / "new" / "m2").read_bytes() == b"x"
+    assert list((outside / "new").iterdir()) == []
+
+
+def test_a_link_left_in_tmp_under_the_file_name_is_replaced_not_followed(
+    tmp_path: Path,
 ) -> None:
-    known: dict[str, float] = {}
-    _deliver(tmp_path, "gus", "m1", known)
-    known["gus"] -= maildir.TRUST_SECONDS + 1  # a second has passed
-    calls: list[object] = []
-    real = os.lstat
-    monkeypatch.setattr(maildir.os, "lstat", lambda p: calls.append(p) or real(p))
-    _deliver(tmp_path, "gus", "m2", known)
-    assert calls
-    assert known["gus"] > maildir.time.monotonic()
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    _deliver(tmp_path / "root", "gus", "m1")
+    (tmp_path / "root" / "gus" / "tmp" / "m2").symlink_to(target)
+    assert _deliver(tmp_path / "root", "gus", "m2").read_bytes().endswith(b"body\r\n")
+    assert target.read_bytes() == b"keep"
 
 
-def test_without_known_every_delivery_checks_the_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _deliver(tmp_path, "cid", "m1", None)
-    calls: list[object] = []
-    real = os.lstat
-    monkeypatch.setattr(maildir.os, "lstat", lambda p: calls.append(p) or real(p))
-    _deliver(tmp_path, "cid", "m2", None)
-    assert calls  # the shortcut is opt-in
+def test_already_delivered_does_not_look_through_a_link(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "new").mkdir(parents=True)
+    (outside / "new" / "m1").write_bytes(b"planted")
+    root.mkdir()
+    (root / "hal").symlink_to(outside)
+    assert not maildir.already_delivered(root, "hal", "m1")
+    (root / "hal").unlink()
+    _deliver(root, "hal", "m1")
+    assert maildir.already_delivered(root, "hal", "m1")
+    (root / "hal" / "new" / "m1").rename(root / "hal" / "cur" / "m1:2,S")
+    assert maildir.already_delivered(root, "hal", "m1")
+    assert not maildir.already_delivered(root, "hal", "m2")
 
 
 def _flags(path: Path) -> int | None:
@@ -109,7 +116,7 @@ def test_the_mail_root_is_marked_top_of_hierarchy_before_the_first_mailbox(
     if before is None:
         pytest.skip("this file system has no inode flags (not ext2/3/4)")
     assert not before & maildir._FS_TOPDIR_FL
-    _deliver(root, "dora", "m1", None)
+    _deliver(root, "dora", "m1")
     flags = _flags(root)
     assert flags is not None
     if not flags & maildir._FS_TOPDIR_FL:
@@ -124,5 +131,5 @@ def test_the_placement_hint_never_fails_a_delivery(
         raise OSError(25, "Inappropriate ioctl for device")
 
     monkeypatch.setattr(maildir.fcntl, "ioctl", refuse)
-    final = _deliver(tmp_path / "elsewhere", "fay", "m1", None)
+    final = _deliver(tmp_path / "elsewhere", "fay", "m1")
     assert final.exists()
