@@ -22,9 +22,11 @@ reply for a limit out.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from buzon.smtp import replies
+from buzon.smtp.replies import Reply
 
 __all__ = ["finish", "read_raw"]
 
@@ -35,7 +37,12 @@ _CHUNK_LIMIT = 256 * 1024
 MAX_LINE = 999
 
 
-async def read_raw(reader: asyncio.StreamReader, max_size: int) -> tuple[bytes, bool]:
+async def read_raw(
+    reader: asyncio.StreamReader,
+    max_size: int,
+    allowance: int | None = None,
+    grant: Callable[[int], int] | None = None,
+) -> tuple[bytes, Reply | None]:
     """Consume the DATA body up to and including its terminator.
 
     Args:
@@ -44,45 +51,71 @@ async def read_raw(reader: asyncio.StreamReader, max_size: int) -> tuple[bytes, 
             the public API cannot find a terminator that may begin before the
             first byte read, nor read a large body without 2 KB flow control).
         max_size: bytes kept at most; past it the rest is read and dropped.
+        allowance: bytes the body may buffer before ``grant`` is asked for more
+            (the session's memory reservation); None: ``max_size``.
+        grant: called with the bytes buffered when they pass ``allowance``;
+            returns the new allowance, smaller than asked when memory is short.
 
     Returns:
-        ``(raw, too_big)``: the body with its final CRLF but not the ``.CRLF``,
-        still dot-stuffed; ``too_big`` when bytes were dropped (raw is then empty).
+        ``(raw, refusal)``: the body with its final CRLF but not the ``.CRLF``,
+        still dot-stuffed; or ``(b"", reply)`` when bytes were dropped:
+        ``552 5.3.4`` past ``max_size``, ``452 4.3.1`` when ``grant`` refused.
 
     Raises:
-        asyncio.IncompleteReadError: the client closed before the terminator.
+        asyncio.IncompleteReadError: the client closed before the terminator;
+            it carries no bytes, and the reader's buffer is emptied first: an
+            aborted body is freed at once, not kept by the exception.
     """
     r: Any = reader
     buf: bytearray = r._buffer
     saved_limit = r._limit
     r._limit = max(saved_limit, _CHUNK_LIMIT)
+    ceiling = max_size + len(_END)
+    if allowance is None or grant is None:
+        allowance = ceiling
     try:
-        dropped = False
+        refusal: Reply | None = None
         at_start = True  # the stream so far is preceded by the DATA line's CRLF
         scanned = 0
         while True:
             if at_start and len(buf) >= 3:
                 if buf[:3] == b".\r\n":
                     del buf[:3]
-                    return b"", False
+                    return b"", None
                 at_start = False
             if not at_start:
                 end = buf.find(_END, max(0, scanned - len(_END) + 1))
                 if end >= 0:
+                    if refusal is None and end >= allowance and grant is not None:
+                        # the body came whole between two looks: it must fit too
+                        allowance = grant(end + 2)
+                        if allowance < end + 2:
+                            refusal = replies.NO_MEMORY
+                    if refusal is not None:
+                        del buf[: end + len(_END)]
+                        return b"", refusal
                     with memoryview(buf) as view:  # one copy, not slice-then-bytes
                         raw = bytes(view[: end + 2])
                     del buf[: end + len(_END)]
-                    return (b"", True) if dropped else (raw, False)
+                    return raw, None
                 scanned = len(buf)
-                if len(buf) > max_size + len(_END):
-                    # Too big: keep only a tail that may hold the start of the
+                if refusal is None and scanned > allowance:
+                    if scanned > ceiling:
+                        refusal = replies.TOO_BIG
+                    else:
+                        assert grant is not None  # allowance < ceiling only with grant
+                        allowance = grant(scanned)
+                        if allowance < scanned:
+                            refusal = replies.NO_MEMORY
+                if refusal is not None:
+                    # Dropping: keep only a tail that may hold the start of the
                     # terminator, so memory stays bounded however much is sent.
                     keep = len(_END) - 1
                     del buf[: len(buf) - keep]
                     scanned = keep
-                    dropped = True
             if r._eof:
-                raise asyncio.IncompleteReadError(bytes(buf), None)
+                buf.clear()
+                raise asyncio.IncompleteReadError(b"", None)
             await r._wait_for_data("read_raw")
     finally:
         r._limit = saved_limit

@@ -25,7 +25,8 @@ __all__ = ["Reply", "translate"] + [
     "LINE_TOO_LONG", "TOO_MANY_RECIPIENTS", "TIMEOUT", "DATA_TIMEOUT", "TOO_MANY_CONNECTIONS",
     "UNSAFE_MAILBOX", "MAIL_SYNTAX", "RCPT_SYNTAX", "PARAM_UNKNOWN", "PARAM_SYNTAX",
     "BODY_SYNTAX", "SMTPUTF8_UNSUPPORTED", "STORAGE_FULL", "QUEUE_ERROR", "SHUTTING_DOWN",
-    "LOCAL_ERROR", "DATA_SYNTAX",
+    "LOCAL_ERROR", "DATA_SYNTAX", "BAD_HELO", "HELP", "HELP_SYNTAX", "HELP_UNKNOWN",
+    "TOO_MANY_FROM_CLIENT", "TOO_MANY_MESSAGES", "SESSION_TOO_LONG", "NO_MEMORY",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,15 @@ TOO_MANY_CONNECTIONS = Reply(421, "4.3.2", "{} Error: too many connections, try 
 # The address is not echoed: it may hold control characters.
 UNSAFE_MAILBOX = Reply(550, "5.1.1", "Recipient address rejected: unsafe mailbox name")
 SHUTTING_DOWN = Reply(421, "4.3.2", "{} Service shutting down, try again later")
+# Fair shares (issue 11): one client may not hold every slot, every message or all memory.
+TOO_MANY_FROM_CLIENT = Reply(
+    421, "4.7.0", "{} Error: too many connections from your address, try again later"
+)
+TOO_MANY_MESSAGES = Reply(
+    421, "4.7.0", "{} Error: too many messages in one session, reconnect to send more"
+)
+SESSION_TOO_LONG = Reply(421, "4.7.0", "{} Error: session lasted too long, reconnect to go on")
+NO_MEMORY = Reply(452, "4.3.1", "Error: insufficient system resources, try again later")
 
 # --- argument syntax (RFC 5321 §4.1.1.2-3, RFC 1869) ------------------------------------
 MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
@@ -88,6 +98,13 @@ PARAM_UNKNOWN = Reply(555, "5.5.4", "Unsupported option: {}")
 PARAM_SYNTAX = Reply(501, "5.5.4", "Bad parameter syntax: {}")
 BODY_SYNTAX = Reply(501, "5.5.4", "Error: BODY can only be one of 7BIT, 8BITMIME")
 SMTPUTF8_UNSUPPORTED = Reply(555, "5.6.7", "SMTPUTF8 is not supported")
+# The name is not echoed: it holds control characters.
+BAD_HELO = Reply(501, "5.5.2", "Error: control characters in the HELO/EHLO name")
+
+# --- HELP (RFC 5321 §4.1.1.8: 214 on success, 504 for an unknown topic) ----------------
+HELP = Reply(214, "2.0.0", "Supported commands: {}")
+HELP_SYNTAX = Reply(214, "2.0.0", "Syntax: {}")
+HELP_UNKNOWN = Reply(504, "5.5.4", "Unknown HELP topic; supported commands: {}")
 
 # --- our side failing: always temporary, the client keeps the message ----------------
 STORAGE_FULL = Reply(452, "4.3.1", "Error: insufficient system storage")

@@ -19,15 +19,24 @@ commands in order for free. We change:
   deadline instead; the one timer, if it fires before the deadline, re-arms
   itself for the rest.
 * ``push``: the bytes of our constant replies are built once per process.
-* ``smtp_DATA``: the body is read in large chunks (:mod:`buzon.smtp.dataread`)
-  rather than line by line, under a deadline for the whole transfer.
+* ``smtp_DATA`` (:mod:`buzon.smtp.transfer`): the body is read in large chunks
+  (:mod:`buzon.smtp.dataread`) rather than line by line, under a deadline for
+  the whole transfer and a reservation from the shared memory budget.
 * ``smtp_MAIL`` / ``smtp_RCPT``: parsed by the pure :mod:`buzon.smtp.syntax`
   (null sender accepted, seed error codes, SIZE, recipient limit, mailbox
   safety) instead of aiosmtpd's parser, which refuses ``MAIL FROM:<>``.
 * ``eof_received``: a client that half-closes after pipelining its last
   commands (``cat msg | nc -q1``, the seed's own demo) still has them answered;
   aiosmtpd would cancel the session at once and drop what is buffered.
-* HELO/EHLO are not required before MAIL, as in the seed and Postfix's default.
+* HELO/EHLO are not required before MAIL, as in the seed and Postfix's default;
+  a HELO/EHLO name with a control character gets ``501 5.5.2``.
+* ``smtp_HELP`` answers ``214`` with the commands that exist; ``AUTH`` is taken
+  out of the command table (an unknown command) until authentication exists.
+* Fair shares (:mod:`buzon.smtp.admission`): sessions per client address,
+  messages and lifetime per session, DATA bytes in memory across sessions.
+* Ends: a closing connection whose client does not read is aborted after a
+  grace; an ended session drops its unread bytes and cuts its reference
+  cycles, so an aborted DATA is freed at once, not by the cycle collector.
 
 Everything else (DATA framing and dot-unstuffing, RSET, NOOP, QUIT, VRFY) is
 aiosmtpd's, with our handler's hooks supplying the replies.
@@ -37,18 +46,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Envelope
 
 from buzon.accesslog import AccessLog
 from buzon.metrics.counters import Counters
 from buzon.net import format_peer
-from buzon.smtp import dataread, replies
+from buzon.smtp import replies
+from buzon.smtp.admission import Clients, MemoryBudget, hang_up, refuse
+from buzon.smtp.commands import Commands, drop_auth
 from buzon.smtp.replies import Reply
 from buzon.smtp.syntax import SyntaxFault, parse_mail, parse_rcpt
+from buzon.smtp.transfer import DataTransfer
 from buzon.storage.mailbox import UnsafeMailbox, mailbox_name
 
 __all__ = ["BuzonEnvelope", "BuzonSMTP", "Hub", "Limits", "refuse_busy"]
@@ -72,17 +86,29 @@ class Limits:
     max_line_length: int
     idle_timeout: float
     data_timeout: float = 600.0
+    max_sessions_per_client: int = 50
+    client_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_messages_per_session: int = 1000
+    session_lifetime: float = 3600.0
+    data_memory_budget: int = 256 << 20
 
 
 @dataclass(slots=True)
 class Hub:
-    """What all sessions share: counters, the access log, the open sessions."""
+    """What all sessions share: counters, the access log, the open sessions, fair shares."""
 
     limits: Limits
     counters: Counters
     access: AccessLog
     sessions: set[BuzonSMTP] = field(default_factory=set)
     stopping: bool = False
+    clients: Clients = field(init=False)
+    budget: MemoryBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        exempt = tuple(ipaddress.ip_network(n) for n in self.limits.client_limit_exempt)
+        self.clients = Clients(self.limits.max_sessions_per_client, exempt)
+        self.budget = MemoryBudget(self.limits.data_memory_budget)
 
 
 class BuzonEnvelope(Envelope):
@@ -93,7 +119,7 @@ class BuzonEnvelope(Envelope):
         self.mailboxes: list[str] = []
 
 
-class BuzonSMTP(SMTP):
+class BuzonSMTP(Commands, DataTransfer):
     """One SMTP session."""
 
     def __init__(self, handler: Any, hub: Hub) -> None:
@@ -121,25 +147,88 @@ class BuzonSMTP(SMTP):
         self._in_data = False
         self._deadline = 0.0  # loop time when the session counts as idle
         self._timer_at: float | None = None  # when the armed idle timer fires
+        self._client = ""  # the key counted in hub.clients
+        self._lost = False
+        self._messages = 0  # accepted in this session
+        self._expired = False  # past session_lifetime: no new transaction
+        self._lifetime: asyncio.TimerHandle | None = None
+        self._held = 0  # bytes of hub.budget this session's DATA holds
+        drop_auth(self._smtp_methods)
 
     # -- connection bookkeeping ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
+        hub = self.hub
+        if first:
+            peername = transport.get_extra_info("peername")
+            key = hub.clients.admit(peername)
+            if key is None:
+                # Past the per-client cap: answered like a connection over the limit.
+                line = replies.TOO_MANY_FROM_CLIENT.format(hub.limits.hostname)
+                refuse(line, hub.counters).connection_made(transport)
+                return
+            self._client = key
         super().connection_made(transport)
         if first:
-            self._peer = format_peer(transport.get_extra_info("peername"))
+            self._peer = format_peer(peername)
             self._counted = True
-            self.hub.sessions.add(self)
-            self.hub.counters.concurrent_connections += 1
-            self.hub.access.connect(self._peer)
+            hub.sessions.add(self)
+            hub.counters.concurrent_connections += 1
+            hub.access.connect(self._peer)
+            self._lifetime = self.loop.call_later(hub.limits.session_lifetime, self._too_old)
+            assert self._handler_coroutine is not None
+            self._handler_coroutine.add_done_callback(self._ended)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.session is None:  # refused in connection_made: no session was started
+            self._cut_cycles()
+            return
+        self._lost = True
         if self._counted:
             self._counted = False
             self.hub.sessions.discard(self)
+            self.hub.clients.leave(self._client)
             self.hub.counters.concurrent_connections -= 1
             self.hub.access.disconnect(self._peer, time.monotonic() - self._started)
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         super().connection_lost(error)
+        if error is not None:  # kept by the reader; its frames hold the transport
+            error.__traceback__ = None
+        # Unread bytes (an aborted DATA body) are freed now, whatever still refers
+        # to the reader until the session's task has unwound.
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        self._forget()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # A cancelled task keeps its CancelledError, whose traceback holds frames
+        # that hold this protocol, which holds the task: taking it out cuts the cycle.
+        if task.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                task.result()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Once the connection is lost and the task over, cut the references that loop.
+
+        aiosmtpd's tables of bound methods, its limits' closure, the writer and our
+        reader wrapper each refer back to their owner; cut, the session is freed by
+        reference counting alone.
+        """
+        task = self._handler_coroutine
+        if not (self._lost and task is not None and task.done()):
+            return
+        self._cut_cycles()
+        self._reader.__dict__.pop("readuntil", None)
+        self._writer = None  # type: ignore[assignment]
+        if not task.cancelled() and task.exception() is not None:
+            self._handler_coroutine = None  # its traceback holds this protocol
+
+    def _cut_cycles(self) -> None:
+        self._smtp_methods.clear()
+        self._auth_methods.clear()
+        self._client_connected_cb = None
+        self.command_size_limits = collections.defaultdict(int)
 
     def _cb_client_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -198,15 +287,35 @@ class BuzonSMTP(SMTP):
         await self._writer.drain()
 
     def say_and_close(self, line: str) -> None:
-        """Send a final reply (421) without awaiting, then close; for timers and shutdown."""
-        if self.transport is None or self.transport.is_closing():
+        """Send a final reply (421) without awaiting, then close; for timers and shutdown.
+
+        A client that does not read its replies cannot keep the connection open:
+        the transport is aborted after a short grace (issue 11, finding 4).
+        """
+        transport: Any = self.transport
+        if transport is None:
+            return
+        if transport.is_closing():  # closed after QUIT, maybe still flushing: bound it
+            hang_up(transport, self.loop)
             return
         data = (line + "\r\n").encode("ascii", "replace")
         self.hub.counters.bytes_transferred += len(data)
-        self.transport.write(data)
-        self.transport.close()
+        transport.write(data)
+        hang_up(transport, self.loop)
+
+    def _too_old(self) -> None:
+        """``session_lifetime`` is over: 421 now, or once the transaction in flight ends."""
+        self._lifetime = None
+        if self._expired or not (self._in_data or self.in_transaction):
+            self.say_and_close(replies.SESSION_TOO_LONG.format(self.hostname))
+            return
+        # A transaction in flight gets up to data_timeout more to finish.
+        self._expired = True
+        self._lifetime = self.loop.call_later(self.hub.limits.data_timeout, self._too_old)
 
     def _reset_timeout(self, duration: float | None = None) -> None:
+        if self._lost:
+            return  # a timer would keep the ended session (and its buffers) alive
         self._deadline = self.loop.time() + (duration or self._timeout_duration)
         if self._timer_at is not None and self._timer_at <= self._deadline:
             return  # the armed timer fires first and re-arms for the rest
@@ -232,54 +341,20 @@ class BuzonSMTP(SMTP):
             return
         self.say_and_close(replies.TIMEOUT.format(self.hostname))
 
-    def _data_too_long(self) -> None:
-        # The line is formatted only if it is sent, not once per message.
-        self.say_and_close(replies.DATA_TIMEOUT.format(self.hostname))
-
-    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push(replies.NEED_RCPT)
-            return
-        if arg:
-            await self.push(replies.DATA_SYNTAX)
-            return
-        await self.push(replies.DATA_GO)
-        # The idle timer resets on every byte, so a client dripping one byte a
-        # minute would hold its slot forever; DATA as a whole gets a deadline.
-        timer = self.loop.call_later(self.hub.limits.data_timeout, self._data_too_long)
-        limit = self.data_size_limit or 0
-        self._in_data = True
-        self._last_activity = time.monotonic()
-        try:
-            raw, too_big = await dataread.read_raw(self._reader, limit)
-        except asyncio.IncompleteReadError:
-            # The client went away mid-DATA: end the session quietly, nothing stored.
-            raise asyncio.CancelledError from None
-        finally:
-            self._in_data = False
-            timer.cancel()
-            # The timer re-armed during DATA must not cut the next idle period short.
-            self._reset_timeout()
-        result = str(replies.TOO_BIG) if too_big else dataread.finish(raw, max_size=limit)
-        if isinstance(result, str):
-            self._set_post_data_state()
-            await self.push(result)
-            return
-        self.envelope.content = self.envelope.original_content = result
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push(status)
-        self._reset_timeout()  # the idle period starts after the (maybe slow) queue write
-
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         return False
 
     # -- MAIL / RCPT (RFC 5321 §4.1.1.2-3) ---------------------------------------------------
-    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802 (aiosmtpd's naming)
+    async def smtp_MAIL(self, arg: str | None) -> None:
         assert self.envelope is not None and self.session is not None
         if self.hub.stopping:
             self.say_and_close(replies.SHUTTING_DOWN.format(self.hostname))
+            return
+        if self._expired:
+            self.say_and_close(replies.SESSION_TOO_LONG.format(self.hostname))
+            return
+        if self._messages >= self.hub.limits.max_messages_per_session:
+            self.say_and_close(replies.TOO_MANY_MESSAGES.format(self.hostname))
             return
         if self.envelope.mail_from is not None:
             await self.push(replies.NESTED_MAIL)
@@ -295,7 +370,7 @@ class BuzonSMTP(SMTP):
         self.envelope.mail_options.extend(f"{k}={v}" if v else k for k, v in args.params.items())
         await self.push(replies.MAIL_OK)
 
-    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
+    async def smtp_RCPT(self, arg: str | None) -> None:
         envelope = self.envelope
         assert isinstance(envelope, BuzonEnvelope) and self.session is not None
         if envelope.mail_from is None:
@@ -319,20 +394,6 @@ class BuzonSMTP(SMTP):
         await self.push(replies.RCPT_OK)
 
 
-class _Busy(asyncio.Protocol):
-    """Answers one connection over the limit with 421 and hangs up (RFC 5321 §3.8)."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        line = replies.TOO_MANY_CONNECTIONS.format(self.hub.limits.hostname) + "\r\n"
-        self.hub.counters.bytes_transferred += len(line)
-        transport.write(line.encode("ascii"))
-        transport.close()
-
-
 def refuse_busy(hub: Hub) -> asyncio.Protocol:
     """The protocol for a connection that arrives when all session slots are taken."""
-    return _Busy(hub)
+    return refuse(replies.TOO_MANY_CONNECTIONS.format(hub.limits.hostname), hub.counters)

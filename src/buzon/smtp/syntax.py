@@ -29,6 +29,8 @@ from buzon.smtp.replies import Reply
 __all__ = [
     "MailArgs",
     "SyntaxFault",
+    "escape_controls",
+    "has_controls",
     "parse_mail",
     "parse_rcpt",
 ]
@@ -44,6 +46,22 @@ _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?\Z")
 _LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z")
 _ROUTE = re.compile(rf"@{_LABEL}(?:\.{_LABEL})*(?:,@{_LABEL}(?:\.{_LABEL})*)*:")
 _PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?\Z")
+
+
+# C0 controls, DEL and C1 controls, as \\xNN: what a client sends must never reach a
+# log or terminal raw (an ESC sequence, a CR that rewrites the line, a NUL).
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as ``\\xNN``."""
+    return text.translate(_ESCAPES)
+
+
+def has_controls(text: str) -> bool:
+    """Whether ``text`` holds a control character (C0, DEL or C1)."""
+    return _CONTROL.search(text) is not None
 
 
 class SyntaxFault(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from buzon.smtp import replies
 from buzon.smtp.dataread import finish, read_raw
+from buzon.smtp.replies import Reply
 
 CASES = [
     # (stream after "DATA\r\n", raw body, bytes left for the command loop)
@@ -26,8 +28,9 @@ CASES = [
 ]
 
 
-async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None
-                ) -> tuple[bytes, bool, bytes]:
+async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None,
+                allowance: int | None = None, grant: Callable[[int], int] | None = None,
+                ) -> tuple[bytes, Reply | None, bytes]:
     reader = asyncio.StreamReader(limit=1001)
 
     async def feed() -> None:
@@ -37,10 +40,10 @@ async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None
             await asyncio.sleep(0)
 
     feeder = asyncio.create_task(feed())
-    raw, too_big = await asyncio.wait_for(read_raw(reader, max_size), 5)
+    raw, refusal = await asyncio.wait_for(read_raw(reader, max_size, allowance, grant), 5)
     await feeder
     rest = reader._buffer  # type: ignore[attr-defined]
-    return raw, too_big, bytes(rest)
+    return raw, refusal, bytes(rest)
 
 
 @pytest.mark.parametrize("step", [None, 1, 2, 3])
@@ -48,24 +51,49 @@ async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None
 def test_terminator_found_whole_or_byte_by_byte(
     stream: bytes, raw: bytes, rest: bytes, step: int | None
 ) -> None:
-    assert asyncio.run(_read(stream, step=step)) == (raw, False, rest)
+    assert asyncio.run(_read(stream, step=step)) == (raw, None, rest)
 
 
 def test_too_big_is_drained_to_the_terminator_with_bounded_memory() -> None:
     stream = b"x" * 50 + b"\r\n" + b"y" * 5000 + b"\r\n.\r\nQUIT\r\n"
-    raw, too_big, rest = asyncio.run(_read(stream, max_size=100, step=7))
-    assert (raw, too_big, rest) == (b"", True, b"QUIT\r\n")
+    raw, refusal, rest = asyncio.run(_read(stream, max_size=100, step=7))
+    assert (raw, refusal, rest) == (b"", replies.TOO_BIG, b"QUIT\r\n")
 
 
-def test_eof_before_the_terminator_raises() -> None:
-    async def main() -> None:
+def test_the_allowance_grows_while_the_grant_allows_it() -> None:
+    asked: list[int] = []
+
+    def grant(need: int) -> int:
+        asked.append(need)
+        return need + 100
+
+    stream = b"z" * 998 + b"\r\n" + b".\r\n"
+    raw, refusal, _ = asyncio.run(_read(stream, max_size=5000, step=50, allowance=100, grant=grant))
+    assert (raw, refusal) == (b"z" * 998 + b"\r\n", None)
+    assert asked and all(a > 100 for a in asked)
+
+
+def test_a_refused_grant_drains_to_the_terminator_and_answers_452() -> None:
+    stream = b"m" * 500 + b"\r\n" + b"n" * 3000 + b"\r\n.\r\nQUIT\r\n"
+    raw, refusal, rest = asyncio.run(
+        _read(stream, max_size=10_000, step=64, allowance=200, grant=lambda need: 200))
+    assert (raw, refusal, rest) == (b"", replies.NO_MEMORY, b"QUIT\r\n")
+    assert str(refusal).startswith("452 4.3.1 ")
+
+
+def test_eof_before_the_terminator_raises_without_a_copy_and_frees_the_buffer() -> None:
+    async def main() -> tuple[asyncio.IncompleteReadError, bytes]:
         reader = asyncio.StreamReader()
-        reader.feed_data(b"half a message\r\n")
+        reader.feed_data(b"half a message\r\n" * 1000)
         reader.feed_eof()
-        await read_raw(reader, 1000)
+        try:
+            await read_raw(reader, 100_000)
+        except asyncio.IncompleteReadError as error:
+            return error, bytes(reader._buffer)  # type: ignore[attr-defined]
+        raise AssertionError("no IncompleteReadError")
 
-    with pytest.raises(asyncio.IncompleteReadError):
-        asyncio.run(main())
+    error, left = asyncio.run(main())
+    assert error.partial == b"" and left == b""
 
 
 @pytest.mark.parametrize(

@@ -336,13 +336,12 @@ def test_a_message_over_the_size_limit_is_refused(tmp_path: Path) -> None:
 
 
 def test_auth_is_refused(tmp_path: Path) -> None:
-    """No TLS, so AUTH never gets past its first checks (see test_replies._UNREACHABLE)."""
+    """No authentication exists, so AUTH is an unknown command, before and after EHLO."""
     async def scenario(c: Client, hub: Hub, intake: FakeIntake) -> None:
         await c.reply()
         assert await c.cmd("AUTH PLAIN") == "502 5.5.2 Error: command not recognized"
-        await c.cmd("EHLO client.example")
-        assert await c.cmd("AUTH PLAIN") == (
-            "538 5.7.11 Encryption required for requested authentication mechanism")
+        assert "AUTH" not in await c.cmd("EHLO client.example")
+        assert await c.cmd("AUTH PLAIN") == "502 5.5.2 Error: command not recognized"
 
     run(scenario, tmp_path)
 
@@ -434,3 +433,44 @@ def test_a_connection_over_the_limit_is_refused_with_421() -> None:
     written, closing, counted = asyncio.run(main())
     assert written == b"421 4.3.2 mx.test Error: too many connections, try again later\r\n"
     assert closing and counted == len(written)
+
+
+# --------------------------------------------------------------------------- fair shares
+
+
+def test_the_lifetime_lets_a_transaction_in_flight_finish_first(tmp_path: Path) -> None:
+    async def scenario(c: Client, hub: Hub, intake: FakeIntake) -> None:
+        await c.reply()
+        await _envelope(c)
+        c.send("Subject: late\r\n\r\nbody\r\n")
+        session = c.session
+        await asyncio.wait_for(_until(lambda: session._expired), DEADLINE)
+        assert await c.cmd(".") == "250 2.0.0 Ok: queued as " + intake.stored[0][0].queue_id
+        assert await c.reply() == (
+            "421 4.7.0 mx.test Error: session lasted too long, reconnect to go on")
+        await c.closed()
+
+    run(scenario, tmp_path, session_lifetime=0.05)
+
+
+def test_data_without_memory_gets_452_and_the_transaction_stays(tmp_path: Path) -> None:
+    async def scenario(c: Client, hub: Hub, intake: FakeIntake) -> None:
+        await c.reply()
+        hub.budget.used = hub.budget.total  # every byte taken by other sessions
+        await c.cmd("EHLO client.example")
+        assert await c.cmd("MAIL FROM:<a@example.org> SIZE=100") == "250 2.1.0 Ok"
+        assert await c.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
+        assert await c.cmd("DATA") == (
+            "452 4.3.1 Error: insufficient system resources, try again later")
+        hub.budget.used = 0
+        assert await c.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
+        assert hub.budget.used == 100  # the declared SIZE= is what it reserved
+        assert (await c.cmd("x\r\n.")).startswith("250 2.0.0")
+        assert hub.budget.used == 0
+
+    run(scenario, tmp_path)
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.005)
