@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import os
 import shlex
 import socket
@@ -102,19 +103,22 @@ def main() -> int:
     fsync = not args.no_fsync
 
     with tempfile.TemporaryDirectory(prefix="bench-transform-", dir=args.dir) as tmp:
-        root = Path(tmp) / "spool"
-        (root / "work").mkdir(parents=True)
+        root = Path(tmp) / "work"
+        (root / "w0").mkdir(parents=True)
+        key_file = Path(tmp) / "sidecar.key"
+        key = secrets.token_bytes(32)
+        key_file.write_text(key.hex())
         print(f"{args.messages} messages of {args.size} bytes, program {args.program!r}, "
               f"fsync {'on' if fsync else 'off'}, spool {root}")
 
         local = LocalCommand(argv, timeout=30, max_output=1 << 24, fsync=fsync)
         for loop in _loops():
             _report(f"LocalCommand({args.program}) {loop}",
-                    _run(_measure(local, root / "work", args.messages, args.size), loop))
+                    _run(_measure(local, root / "w0", args.messages, args.size), loop))
 
         port = _free_port()
         env = dict(os.environ, BUZON_SIDECAR_FSYNC=str(fsync).lower(),
-                   BUZON_SIDECAR_LOG_LEVEL="WARNING")
+                   BUZON_SIDECAR_LOG_LEVEL="WARNING", BUZON_SIDECAR_KEY_FILE=str(key_file))
         proc = subprocess.Popen(
             [sys.executable, "-m", "buzon.transform.sidecar", "--listen", "127.0.0.1",
              "--port", str(port), "--root", str(root), "--", *argv],
@@ -124,16 +128,16 @@ def main() -> int:
             deadline = time.monotonic() + 15
             while True:
                 try:
-                    asyncio.run(health("127.0.0.1", port, 1))
+                    asyncio.run(health("127.0.0.1", port, 1, key=key))
                     break
                 except TransformError:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise SystemExit("the sidecar did not start") from None
                     time.sleep(0.05)
-            sidecar = SidecarTransform("127.0.0.1", port, root, timeout=30)
+            sidecar = SidecarTransform("127.0.0.1", port, root, timeout=30, key=key)
             for loop in _loops():
                 _report(f"SidecarTransform({args.program}) {loop}",
-                        _run(_measure(sidecar, root / "work", args.messages, args.size), loop))
+                        _run(_measure(sidecar, root / "w0", args.messages, args.size), loop))
         finally:
             proc.terminate()
             proc.wait(10)

@@ -1,4 +1,8 @@
-"""The sidecar as a real process on loopback, driven by SidecarTransform and raw lines."""
+"""The sidecar as a real process on loopback, driven by SidecarTransform and sealed raw lines.
+
+The attacks on it (no key, wrong key, replays, names outside the job, planted
+outputs) are in tests/security/test_sidecar_auth.py.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +24,15 @@ from helpers import free_port
 from buzon.transform import (
     Chain,
     HealthOk,
+    HealthRequest,
     SidecarTransform,
     TransformError,
+    TransformRequest,
     build_transforms,
     health,
 )
+from buzon.transform.auth import REQUEST_CONTEXT, new_nonce, reply_context, seal, unseal
+from buzon.transform.wire import Stamp, encode_request
 
 MESSAGE = (
     b"Subject: hi\r\n"
@@ -40,6 +48,9 @@ TAC_MESSAGE = (
     b"From: a@example.org\r\n"
     b"Subject: hi\r\n"
 )
+
+
+KEY = bytes(range(32))
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -59,10 +70,10 @@ class Sidecar:
 
     @property
     def work(self) -> Path:
-        return self.root / "work"
+        return self.root / "w0"
 
     def transform(self, timeout: float = 10.0) -> SidecarTransform:
-        return SidecarTransform("127.0.0.1", self.port, self.root, timeout)
+        return SidecarTransform("127.0.0.1", self.port, self.root, timeout, key=KEY)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -92,7 +103,7 @@ def _wait_healthy(sidecar: Sidecar, within: float = 15.0) -> None:
         if sidecar.proc.poll() is not None:
             raise AssertionError(f"sidecar exited {sidecar.proc.returncode}:\n{sidecar.output()}")
         try:
-            asyncio.run(health("127.0.0.1", sidecar.port, 1.0))
+            asyncio.run(health("127.0.0.1", sidecar.port, 1.0, key=KEY))
             return
         except TransformError:
             time.sleep(0.05)
@@ -100,18 +111,25 @@ def _wait_healthy(sidecar: Sidecar, within: float = 15.0) -> None:
 
 
 @pytest.fixture
-def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "sidecar.key"
+    path.write_text(KEY.hex() + "\n")
+    return path
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path, key_file: Path) -> Iterator[Callable[..., Sidecar]]:
     """Factory: start a sidecar on a free loopback port; every one is stopped at teardown."""
     started: list[Sidecar] = []
 
     def factory(*command: str, flags: tuple[str, ...] = (), env: dict[str, str] | None = None,
                 root: Path | None = None) -> Sidecar:
-        root = root or tmp_path / "spool"
-        (root / "work").mkdir(parents=True, exist_ok=True)
+        root = root or tmp_path / "work"
+        (root / "w0").mkdir(parents=True, exist_ok=True)
         port = free_port()
         log = tmp_path / f"sidecar-{port}.log"
         argv = [sys.executable, "-m", "buzon.transform.sidecar", "--listen", "127.0.0.1",
-                "--port", str(port), "--root", str(root), *flags]
+                "--port", str(port), "--root", str(root), "--key-file", str(key_file), *flags]
         if command:
             argv += ["--", *command]
         with open(log, "wb") as sink:
@@ -125,6 +143,13 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
     yield factory
     for sidecar in started:
         sidecar.stop()
+
+
+def _sealed(request: object) -> tuple[bytes, str]:
+    """A request line sealed with the test key, and its nonce."""
+    nonce = new_nonce()
+    line = encode_request(request, Stamp(int(time.time()), nonce))  # type: ignore[arg-type]
+    return seal(KEY, REQUEST_CONTEXT, line), nonce
 
 
 def _raw(port: int, data: bytes) -> bytes:
@@ -156,32 +181,44 @@ def test_tac_through_the_sidecar_is_byte_exact(start_sidecar: Callable[..., Side
     assert dst.read_bytes() == TAC_MESSAGE
     assert sorted(p.name for p in sidecar.work.iterdir()) == ["A.in", "A.out"]
     src.write_bytes(b"x\r\ny")  # a last line without its newline
+    dst.unlink()  # a sidecar never replaces a file
     asyncio.run(sidecar.transform().run(src, dst))
     assert dst.read_bytes() == b"yx\r\n"
-    assert sidecar.logged("transform work/A.in -> work/A.out ok 4 bytes"), sidecar.output()
+    assert sidecar.logged("transform w0/A.in -> w0/A.out ok 4 bytes"), sidecar.output()
 
 
 def test_health_reports_command_and_load(start_sidecar: Callable[..., Sidecar]) -> None:
     sidecar = start_sidecar("tr", "a-z", "A-Z", flags=("--concurrency", "3"))
-    reply = asyncio.run(health("127.0.0.1", sidecar.port, 5))
+    reply = asyncio.run(health("127.0.0.1", sidecar.port, 5, key=KEY))
     assert reply == HealthOk(("tr", "a-z", "A-Z"), busy=0, limit=3, queued=0)
-    assert _raw(sidecar.port, b'{"v":1,"op":"health"}\n') == (
-        b'{"v":1,"status":"ok","command":["tr","a-z","A-Z"],"busy":0,"limit":3,"queued":0}\n'
+    line, nonce = _sealed(HealthRequest())
+    answer = _raw(sidecar.port, line)
+    unseal(KEY, reply_context(nonce), answer)
+    assert answer.startswith(
+        b'{"v":2,"status":"ok","command":["tr","a-z","A-Z"],"busy":0,"limit":3,"queued":0,'
+        b'"mac":"'
     )
 
 
-def test_health_command_line_mode(start_sidecar: Callable[..., Sidecar]) -> None:
+def test_health_command_line_mode(start_sidecar: Callable[..., Sidecar], key_file: Path,
+                                  tmp_path: Path) -> None:
     sidecar = start_sidecar("tac")
-    ok = subprocess.run(
-        [sys.executable, "-m", "buzon.transform.sidecar", "--health", f"127.0.0.1:{sidecar.port}"],
-        check=False, capture_output=True, text=True, timeout=30, env=_clean_env(),
-    )
+    argv = [sys.executable, "-m", "buzon.transform.sidecar", "--health", f"127.0.0.1:{sidecar.port}"]
+    env = _clean_env(BUZON_SIDECAR_KEY_FILE=str(key_file))  # as in the containers
+    ok = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30, env=env)
     assert (ok.returncode, ok.stdout) == (0, "ok: tac (busy 0/4, queued 0)\n")
+    other = tmp_path / "other.key"
+    other.write_text("ab" * 32)
+    wrong = subprocess.run([*argv, "--key-file", str(other)], check=False, capture_output=True,
+                           text=True, timeout=30, env=env)
+    assert wrong.returncode == 1
+    assert "unhealthy: auth: sidecar 127.0.0.1:" in wrong.stderr
+    assert "refused the request: MAC does not verify" in wrong.stderr
+    keyless = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30,
+                             env=_clean_env())
+    assert keyless.returncode == 2 and "BUZON_SIDECAR_KEY_FILE" in keyless.stderr
     sidecar.stop()
-    down = subprocess.run(
-        [sys.executable, "-m", "buzon.transform.sidecar", "--health", f"127.0.0.1:{sidecar.port}"],
-        check=False, capture_output=True, text=True, timeout=30, env=_clean_env(),
-    )
+    down = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30, env=env)
     assert down.returncode == 1
     assert down.stderr.startswith("unhealthy: down: sidecar 127.0.0.1:")
 
@@ -191,7 +228,7 @@ def test_command_and_settings_from_the_environment(
 ) -> None:
     sidecar = start_sidecar(env={"BUZON_SIDECAR_COMMAND": "tr a-z A-Z",
                                  "BUZON_SIDECAR_CONCURRENCY": "2"})
-    assert asyncio.run(health("127.0.0.1", sidecar.port, 5)).limit == 2
+    assert asyncio.run(health("127.0.0.1", sidecar.port, 5, key=KEY)).limit == 2
     src, dst = sidecar.work / "E.in", sidecar.work / "E.out"
     src.write_bytes(b"Hello\r\n")
     asyncio.run(sidecar.transform().run(src, dst))
@@ -202,7 +239,7 @@ def test_chain_of_two_sidecars(start_sidecar: Callable[..., Sidecar], tmp_path: 
     first = start_sidecar("tac")
     second = start_sidecar("tr", "a-z", "A-Z")
     chain = build_transforms(None, f"127.0.0.1:{first.port},127.0.0.1:{second.port}",
-                             spool_root=first.root, timeout=10, max_output=1 << 20)
+                             work_root=first.root, timeout=10, max_output=1 << 20, key=KEY)
     assert isinstance(chain, Chain)
     src, dst = first.work / "C.in", first.work / "C.out"
     src.write_bytes(MESSAGE)
@@ -211,8 +248,9 @@ def test_chain_of_two_sidecars(start_sidecar: Callable[..., Sidecar], tmp_path: 
     assert sorted(p.name for p in first.work.iterdir()) == ["C.in", "C.out"]
     # tac twice gives back the original bytes.
     twice = build_transforms(None, f"127.0.0.1:{first.port},127.0.0.1:{first.port}",
-                             spool_root=first.root, timeout=10, max_output=1 << 20)
+                             work_root=first.root, timeout=10, max_output=1 << 20, key=KEY)
     assert twice is not None
+    dst.unlink()
     asyncio.run(twice.run(src, dst))
     assert dst.read_bytes() == MESSAGE
 
@@ -225,27 +263,27 @@ def test_paths_outside_the_root_are_refused(start_sidecar: Callable[..., Sidecar
     sidecar = start_sidecar("tac")
     secret = tmp_path / "secret"
     secret.write_bytes(b"do not read\n")
-    (sidecar.work / "escape").symlink_to(secret)
+    (sidecar.work / "ESC.in").symlink_to(secret)
     (sidecar.work / "M.in").write_bytes(MESSAGE)
     cases = [
-        (b"../secret", b"work/o1", b"'..' in path"),
-        (b"/etc/passwd", b"work/o2", b"absolute path"),
-        (b"work/escape", b"work/o3", b"resolves outside the spool root"),
-        (b"work/M.in", b"../stolen", b"'..' in path"),
-        (b"work/M.in", b"/tmp/stolen", b"absolute path"),
-        (b"work/M\\u0000.in", b"work/o4", b"NUL byte"),
+        ("../secret", "w0/M.out", b"is not a job file"),
+        ("/etc/passwd", "w0/M.out", b"is not a job file"),
+        ("w0/ESC.in", "w0/ESC.out", b"resolves outside the work area"),
+        ("w0/M.in", "../M.out", b"is not a job file"),
+        ("w0/M.in", "/tmp/M.out", b"is not a job file"),
+        ("w0/M\x00.in", "w0/M.out", b"is not a job file"),
     ]
     for input_, output, message in cases:
-        line = b'{"v":1,"op":"transform","input":"%s","output":"%s"}\n' % (input_, output)
+        line, _ = _sealed(TransformRequest(input_, output))
         answer = _raw(sidecar.port, line)
-        assert answer.startswith(b'{"v":1,"status":"error","kind":"path","detail":"'), answer
+        assert answer.startswith(b'{"v":2,"status":"error","kind":"path","detail":"'), answer
         assert message in answer
-    assert sorted(p.name for p in sidecar.work.iterdir()) == ["M.in", "escape"]
-    assert not (tmp_path / "stolen").exists()
+    assert sorted(p.name for p in sidecar.work.iterdir()) == ["ESC.in", "M.in"]
+    assert not (tmp_path / "M.out").exists()
     # The client refuses on its own side too: the sidecar is never asked.
-    error = _run_failing(sidecar.transform(), secret, sidecar.work / "o5")
+    error = _run_failing(sidecar.transform(), secret, sidecar.work / "o5.out")
     assert (error.kind, error.retryable) == ("path", False)
-    assert "is not inside the spool root" in error.detail
+    assert "is not inside the work area" in error.detail
 
 
 def test_missing_input_says_to_check_the_volume(start_sidecar: Callable[..., Sidecar]) -> None:
@@ -260,16 +298,21 @@ def test_bad_request_lines_are_answered_and_the_sidecar_keeps_serving(
 ) -> None:
     sidecar = start_sidecar("tac")
     assert _raw(sidecar.port, b"hello\n").startswith(
-        b'{"v":1,"status":"error","kind":"bad-request","detail":"not a JSON object')
-    assert _raw(sidecar.port, b'{"v":9,"op":"health"}\n') == (
-        b'{"v":1,"status":"error","kind":"bad-request",'
-        b'"detail":"Unsupported protocol version (expected \\"v\\":1)."}\n')
-    assert _raw(sidecar.port, b'{"v":1,"op":"health","pad":"' + b"x" * 5000 + b'"}\n') == (
-        b'{"v":1,"status":"error","kind":"bad-request","detail":"line longer than 4096 bytes"}\n')
-    assert _raw(sidecar.port, b'{"v":1,"op":"health"}').startswith(  # no newline, then EOF
-        b'{"v":1,"status":"error","kind":"bad-request","detail":"request line not terminated')
+        b'{"v":2,"status":"error","kind":"auth","detail":"request carries no MAC')
+    line, nonce = _sealed(HealthRequest())
+    v9 = line.replace(b'{"v":2,', b'{"v":9,')
+    v9 = seal(KEY, REQUEST_CONTEXT, v9[: v9.rindex(b',"mac"')] + b"}\n")
+    answer = _raw(sidecar.port, v9)
+    unseal(KEY, reply_context(nonce), answer)  # an authenticated request gets a sealed answer
+    assert answer.startswith(
+        b'{"v":2,"status":"error","kind":"bad-request",'
+        b'"detail":"Unsupported protocol version (expected \\"v\\":2, authenticated)."')
+    assert _raw(sidecar.port, b'{"v":2,"op":"health","pad":"' + b"x" * 5000 + b'"}\n') == (
+        b'{"v":2,"status":"error","kind":"bad-request","detail":"line longer than 4096 bytes"}\n')
+    assert _raw(sidecar.port, line.rstrip(b"\n")).startswith(  # no newline, then EOF
+        b'{"v":2,"status":"error","kind":"bad-request","detail":"request line not terminated')
     assert _raw(sidecar.port, b"") == b""  # a port probe gets nothing
-    assert asyncio.run(health("127.0.0.1", sidecar.port, 5)).command == ("tac",)
+    assert asyncio.run(health("127.0.0.1", sidecar.port, 5, key=KEY)).command == ("tac",)
 
 
 # --------------------------------------------------------------------------- failures
@@ -292,7 +335,8 @@ def test_client_gives_up_on_a_sidecar_slower_than_its_own_timeout(
 ) -> None:
     sidecar = start_sidecar("sleep", "5", flags=("--timeout", "30"))
     (sidecar.work / "S.in").write_bytes(MESSAGE)
-    transform = SidecarTransform("127.0.0.1", sidecar.port, sidecar.root, 0.3, margin=0.2)
+    transform = SidecarTransform("127.0.0.1", sidecar.port, sidecar.root, 0.3, key=KEY,
+                                 margin=0.2)
     error = _run_failing(transform, sidecar.work / "S.in", sidecar.work / "S.out")
     assert (error.kind, error.retryable) == ("timeout", True)
     assert error.detail == f"no answer from sidecar 127.0.0.1:{sidecar.port} within 0.5 s"
@@ -304,7 +348,7 @@ def test_non_zero_exit(start_sidecar: Callable[..., Sidecar]) -> None:
     error = _run_failing(sidecar.transform(), sidecar.work / "F.in", sidecar.work / "F.out")
     assert (error.kind, error.retryable) == ("exit", True)
     assert error.detail.endswith("false exited with status 1")
-    assert sidecar.logged("transform work/F.in -> work/F.out error exit"), sidecar.output()
+    assert sidecar.logged("transform w0/F.in -> w0/F.out error exit"), sidecar.output()
 
 
 def test_oversized_output(start_sidecar: Callable[..., Sidecar]) -> None:
@@ -317,16 +361,16 @@ def test_oversized_output(start_sidecar: Callable[..., Sidecar]) -> None:
 
 
 def test_sidecar_down_is_retryable(tmp_path: Path) -> None:
-    root = tmp_path / "spool"
-    (root / "work").mkdir(parents=True)
-    (root / "work" / "D.in").write_bytes(MESSAGE)
+    root = tmp_path / "work"
+    (root / "w0").mkdir(parents=True)
+    (root / "w0" / "D.in").write_bytes(MESSAGE)
     port = free_port()  # nothing listens there
-    transform = SidecarTransform("127.0.0.1", port, root, 5)
-    error = _run_failing(transform, root / "work" / "D.in", root / "work" / "D.out")
+    transform = SidecarTransform("127.0.0.1", port, root, 5, key=KEY)
+    error = _run_failing(transform, root / "w0" / "D.in", root / "w0" / "D.out")
     assert (error.kind, error.retryable) == ("down", True)
     assert error.detail == f"sidecar 127.0.0.1:{port}: Connection refused"
     with pytest.raises(TransformError) as caught:
-        asyncio.run(health("127.0.0.1", port, 5))
+        asyncio.run(health("127.0.0.1", port, 5, key=KEY))
     assert caught.value.kind == "down"
 
 
@@ -368,7 +412,7 @@ def test_busy_when_slots_and_queue_are_full(start_sidecar: Callable[..., Sidecar
 async def _until(port: int, condition: Callable[[HealthOk], bool], within: float = 10) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if condition(await health("127.0.0.1", port, 5)):
+        if condition(await health("127.0.0.1", port, 5, key=KEY)):
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition never held")
@@ -391,7 +435,7 @@ def test_sigterm_finishes_in_flight_work_then_exits_0(
         sidecar.proc.send_signal(signal.SIGTERM)
         assert sidecar.logged("stopping: listeners closed, 1 request(s) in flight")
         with pytest.raises(TransformError) as refused:  # no new work once stopping
-            await health("127.0.0.1", sidecar.port, 5)
+            await health("127.0.0.1", sidecar.port, 5, key=KEY)
         assert refused.value.kind == "down"
         assert sidecar.proc.poll() is None  # still finishing the request
         gate.touch()
@@ -437,12 +481,17 @@ def test_sigterm_past_the_grace_period_kills_the_program(
         (["--", "tac"], {}, "BUZON_SIDECAR_ROOT: Field required"),
         (["--root", "R"], {}, "no program"),
         (["--root", "R", "--", "no-such-program-xyz"], {}, "'no-such-program-xyz' not found"),
+        (["--root", "R", "--", "tac"], {}, "BUZON_SIDECAR_KEY_FILE: no key"),
+        (["--root", "R", "--key-file", "R/absent", "--", "tac"], {},
+         "BUZON_SIDECAR_KEY_FILE: cannot read the key file"),
+        (["--root", "R", "--", "tac"], {"BUZON_SIDECAR_MAX_SKEW": "0"},
+         "BUZON_SIDECAR_MAX_SKEW: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_setting(
     tmp_path: Path, argv: list[str], env: dict[str, str], message: str
 ) -> None:
-    argv = [str(tmp_path) if a == "R" else a for a in argv]
+    argv = [a.replace("R", str(tmp_path)) if a.startswith("R") else a for a in argv]
     result = subprocess.run(
         [sys.executable, "-m", "buzon.transform.sidecar", *argv],
         check=False, capture_output=True, text=True, timeout=30, env=_clean_env(**env),

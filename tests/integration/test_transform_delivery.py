@@ -88,7 +88,10 @@ def test_a_chain_of_two_runs_in_order(make_server: Callable[..., RunningServer])
 def test_a_failing_transform_is_retried_then_the_original_delivered_with_a_header(
     make_server: Callable[..., RunningServer],
 ) -> None:
-    server = make_server(transform="false", transform_retry_window=1.0, retry_backoff=0.1)
+    server = make_server(
+        transform="false", transform_retry_window=1.0, retry_backoff=0.1,
+        transform_failure_policy="deliver",
+    )
     queue_id = _send(server.port, ["policy@example.org"])
     # A second attempt ran (about 0.1 s in, well inside the 1 s window): not delivered yet.
     assert wait_for(lambda: server.server.counters.transform_failed >= 2)
@@ -108,7 +111,8 @@ def test_a_slow_transform_times_out_and_counts_as_a_failure(
     make_server: Callable[..., RunningServer],
 ) -> None:
     server = make_server(
-        transform="sleep 5", transform_timeout=0.3, transform_retry_window=0.5, retry_backoff=0.1
+        transform="sleep 5", transform_timeout=0.3, transform_retry_window=0.5, retry_backoff=0.1,
+        transform_failure_policy="deliver",
     )
     _send(server.port, ["slow@example.org"])
     server.wait_idle()
@@ -156,7 +160,10 @@ def test_a_failure_that_waiting_cannot_fix_goes_to_the_policy_at_once(
     make_server: Callable[..., RunningServer],
 ) -> None:
     """Oversized output is not retried for the whole window (10 minutes here)."""
-    server = make_server(transform="yes", max_message_size=4096, transform_retry_window=600)
+    server = make_server(
+        transform="yes", max_message_size=4096, transform_retry_window=600,
+        transform_failure_policy="deliver",
+    )
     _send(server.port, ["big@example.org"])
     server.wait_idle()
     (path,) = maildir_files(server.mail_root, "big")
@@ -165,3 +172,26 @@ def test_a_failure_that_waiting_cannot_fix_goes_to_the_policy_at_once(
     assert not data.startswith(b"X-Buzon-Transform: failed; kind=oversize; oversize:")
     assert data.split(b"\r\n", 1)[1] == MESSAGE
     assert server.server.counters.transform_retried == 0
+
+
+def test_upgrading_from_the_spool_work_layout_loses_nothing_queued(tmp_path: Path) -> None:
+    """Old layout: work files under spool/work. They are dropped; the queue is delivered."""
+    from buzon.spool import Envelope, Spool, new_queue_id
+
+    data, port = tmp_path / "data", free_port()
+    old = Spool(data / "spool")  # the old layout: its work area is spool/work
+    envelope = Envelope(new_queue_id(), "a@example.org", ["up@example.org"], ["up"], helo="h")
+    old.store(envelope, MESSAGE)
+    old.work_path(envelope.queue_id, "out").write_bytes(b"Subject: stale\r\n\r\nold\r\n")
+    stray = data / "work" / "w0" / "GONE.out"  # a leftover of a message no longer queued
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x")
+    with server_process(data, port, "-T", "tac", env={"BUZON_TRANSFORM_ENABLED": "true"}) as proc:
+        assert wait_for(lambda: len(maildir_files(data / "mail", "up")) == 1)
+        assert wait_for(lambda: not any((data / "spool" / "queue").iterdir()))
+        proc.terminate()
+    (path,) = maildir_files(data / "mail", "up")
+    assert body_of(path) == REVERSED  # transformed again, not the stale output
+    assert not (data / "spool" / "work").exists()
+    assert not stray.exists()
+    assert list((data / "work" / "w0").iterdir()) == []

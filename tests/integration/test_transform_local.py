@@ -250,7 +250,7 @@ def test_cancelling_a_run_kills_the_program(run: Runner, work: Path) -> None:
 
 def test_chain_runs_in_order_and_cleans_up(run: Runner, work: Path) -> None:
     src, dst = _write(work / "m.in", b"abc\ndef\n"), work / "m.out"
-    chain = build_transforms("tac | rev", None, spool_root=work.parent, timeout=10,
+    chain = build_transforms("tac | rev", None, work_root=work.parent, timeout=10,
                              max_output=1000)
     assert isinstance(chain, Chain)
     run(chain.run(src, dst))
@@ -266,7 +266,7 @@ def test_chain_of_tac_twice_gives_back_the_original(run: Runner, work: Path) -> 
 
 def test_chain_failure_names_the_stage_and_cleans_up(run: Runner, work: Path) -> None:
     src = _write(work / "m.in", MESSAGE)
-    chain = build_transforms("tac | false | rev", None, spool_root=work.parent, timeout=10,
+    chain = build_transforms("tac | false | rev", None, work_root=work.parent, timeout=10,
                              max_output=10_000)
     error = _failure(run, chain, src, work / "m.out")
     assert (error.kind, error.retryable) == ("exit", True)
@@ -278,7 +278,7 @@ def test_chain_failure_names_the_stage_and_cleans_up(run: Runner, work: Path) ->
 
 
 def test_build_transforms_from_settings(tmp_path: Path) -> None:
-    kw: dict[str, Any] = {"spool_root": tmp_path, "timeout": 7.0, "max_output": 99}
+    kw: dict[str, Any] = {"work_root": tmp_path, "timeout": 7.0, "max_output": 99}
     assert build_transforms(None, None, **kw) is None
     assert build_transforms("  ", "", **kw) is None
     one = build_transforms("tac", None, **kw)
@@ -292,10 +292,11 @@ def test_build_transforms_from_settings(tmp_path: Path) -> None:
 
 
 def test_sidecars_win_over_a_local_program(tmp_path: Path) -> None:
-    kw: dict[str, Any] = {"spool_root": tmp_path, "timeout": 5.0, "max_output": 99}
+    kw: dict[str, Any] = {"work_root": tmp_path, "timeout": 5.0, "max_output": 99,
+                          "key": bytes(32)}
     single = build_transforms("tac", "transform-tac:7000", **kw)
     assert isinstance(single, SidecarTransform)
-    assert (single.host, single.port, single.spool_root, single.timeout) == (
+    assert (single.host, single.port, single.work_root, single.timeout) == (
         "transform-tac", 7000, tmp_path, 5.0)
     chain = build_transforms(None, "a:1, [::1]:7000 ,", **kw)
     assert isinstance(chain, Chain)
@@ -303,7 +304,14 @@ def test_sidecars_win_over_a_local_program(tmp_path: Path) -> None:
     assert repr(chain) == "Chain(SidecarTransform('a:1') | SidecarTransform('[::1]:7000'))"
 
 
+def test_sidecars_need_the_key_a_local_program_does_not(tmp_path: Path) -> None:
+    kw: dict[str, Any] = {"work_root": tmp_path, "timeout": 5.0, "max_output": 99}
+    with pytest.raises(ValueError, match="sidecars need the deployment key"):
+        build_transforms(None, "transform-tac:7000", **kw)
+    assert isinstance(build_transforms("tac", None, **kw), LocalCommand)
+
+
 @pytest.mark.parametrize("spec", ["tac |", "| tac", "tac || rev", "tr 'x", "a | | b"])
 def test_build_transforms_refuses_malformed_programs(tmp_path: Path, spec: str) -> None:
     with pytest.raises(ValueError):
-        build_transforms(spec, None, spool_root=tmp_path, timeout=1, max_output=1)
+        build_transforms(spec, None, work_root=tmp_path, timeout=1, max_output=1)

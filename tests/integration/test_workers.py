@@ -190,19 +190,22 @@ def test_the_port_taken_by_another_program_is_a_clear_start_error(tmp_path: Path
 
 
 def test_sidecar_transforms_find_every_workers_spool_files(tmp_path: Path) -> None:
-    # Workers > 0 queue under spool/w<i>/: the paths sent to a sidecar are relative to
-    # the shared spool root, as the sidecar (rooted there in Compose) expects.
+    # Worker i's transform files are in work/w<i>/: the paths sent to a sidecar are
+    # relative to the shared work area, as the sidecar (rooted there in Compose) expects.
     data = tmp_path / "data"
-    (data / "spool").mkdir(parents=True)
+    (data / "work").mkdir(parents=True)
+    key = tmp_path / "sidecar.key"
+    key.write_text("ab" * 32)
     port = free_port()
     sidecar = subprocess.Popen(
         [sys.executable, "-m", "buzon.transform.sidecar", "--listen", "127.0.0.1",
-         "--port", str(port), "--root", str(data / "spool"), "--", "tac"],
+         "--port", str(port), "--root", str(data / "work"), "--key-file", str(key), "--", "tac"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         assert wait_for(lambda: _listening(port))
-        env = {"BUZON_WORKERS": "3", "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}"}
+        env = {"BUZON_WORKERS": "3", "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}",
+               "BUZON_TRANSFORM_KEY_FILE": str(key)}
         with server_process(data, free_port(), env=env) as server:
             assert wait_for(lambda: started(server))
             send(server.port, 30, rcpt="erin@example.org", body="first\r\nsecond")
@@ -211,6 +214,7 @@ def test_sidecar_transforms_find_every_workers_spool_files(tmp_path: Path) -> No
             for path in maildir_files(data / "mail", "erin"):
                 assert body_of(path).startswith(b"second ")
             assert (data / "spool" / "w2").is_dir()  # a shard was in play
+            assert (data / "work" / "w2").is_dir()  # and its own work directory
             assert server.terminate() == 0
     finally:
         sidecar.terminate()

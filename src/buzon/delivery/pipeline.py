@@ -10,9 +10,15 @@ through the states of :mod:`buzon.delivery.policy`; this module does the I/O
 of each state and asks :func:`~buzon.delivery.policy.decide` for the next one:
 
 * ``transforming`` (only when the switch is on and a transform is
-  configured), at most ``transform_concurrency`` at a time. The output is kept
-  in ``work/<id>.out``, so a crash after it reuses the same bytes and every
-  recipient gets the same message.
+  configured), at most ``transform_concurrency`` at a time. Every attempt runs
+  the transform afresh: it first removes the message's files from the work
+  area, writes ``<id>.in`` as a new file and reads ``<id>.out`` only after
+  this run reported success. A leftover ``<id>.out`` is never reused, because
+  the work area is shared with the sidecars and nothing there proves who wrote
+  it (a planted one once let a message skip the spam filter). Re-running costs
+  one transform per crash or failed delivery, which are rare; a message a crash
+  interrupted mid-delivery may reach its remaining recipients with a freshly
+  transformed copy (identical for a deterministic transform).
 * ``delivering`` on one of ``delivery_threads`` Maildir batch writers
   (:mod:`buzon.delivery.writer`): creating files is kernel work, and the GIL
   is released in each system call, so two threads overlap.
@@ -89,6 +95,7 @@ class DeliveryPipeline:
         self.rules = rules
         self.fsync = fsync
         self.writer = MaildirWriter(spool, mail_root, hostname=hostname, fsync=fsync)
+        spool.on_quarantine = self._quarantined
         self._clock = clock
         self._transform_slots = asyncio.Semaphore(transform_concurrency)
         self._max_cached = max_cached_bytes
@@ -147,6 +154,11 @@ class DeliveryPipeline:
             self._idle.clear()
             await self._idle.wait()
 
+    def _quarantined(self, segment: str, reason: str) -> None:
+        # From recovery's or a delivery thread: one increment under the GIL, as
+        # the delivery threads already do with the shared worker counters.
+        self.counters.spool_quarantined += 1
+
     # -- state changes -----------------------------------------------------------------
     def _step(self, job: Job, outcome: Outcome, **facts: bool) -> Step:
         step = decide(job.state, outcome, job.retries, now=self._clock(), rules=self.rules,
@@ -192,8 +204,8 @@ class DeliveryPipeline:
             return
         log.warning("delivery of %s deferred: %s", job.where.queue_id, error)
         job.check = True  # a partial delivery may have happened
-        # The transformed bytes were dropped with the job; the retry goes through
-        # the transform stage again, which reuses work/<id>.out.
+        # The transformed bytes were dropped with the job; the retry runs the
+        # transform again (a file left in the work area is never trusted).
         job.transformed = False
         self._wait(job, self._step(job, Outcome.FAILED))
 
@@ -240,14 +252,15 @@ class DeliveryPipeline:
                 self._to_disk(job)
                 return None
         out = self.spool.work_path(job.where.queue_id, "out")
-        if out.exists():  # a previous run transformed it before a crash
-            self._step(job, Outcome.TRANSFORMED)
-            return await asyncio.to_thread(out.read_bytes)
         src = self.spool.work_path(job.where.queue_id, "in")
-        await asyncio.to_thread(_write_file, src, job.content, self.fsync)
         try:
+            # Whatever is there (a crash's leftover, or planted) goes first: only
+            # what this run writes is read back.
+            await asyncio.to_thread(self.spool.clear_work, job.where.queue_id)
+            await asyncio.to_thread(_write_new, src, job.content, self.fsync)
             await self.transform.run(src, out)
-        except Exception as error:  # any failure of the stage is a transform failure
+            content = await asyncio.to_thread(_read_regular, out)
+        except Exception as error:  # noqa: BLE001 - any failure of the stage is a transform failure
             self.counters.transform_failed += 1
             step = self._step(job, Outcome.FAILED, transform_failure=True,
                               retryable=getattr(error, "retryable", True))
@@ -263,12 +276,22 @@ class DeliveryPipeline:
             return failure_header(error) + job.content
         self.counters.transform_ok += 1
         self._step(job, Outcome.TRANSFORMED)
-        return await asyncio.to_thread(out.read_bytes)
+        return content
 
 
-def _write_file(path: Path, data: bytes, fsync: bool) -> None:
-    with open(path, "wb") as handle:
+def _write_new(path: Path, data: bytes, fsync: bool) -> None:
+    """Create ``path`` (never through a symlink, never over a file planted since)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with open(fd, "wb") as handle:
         handle.write(data)
         if fsync:
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _read_regular(path: Path) -> bytes:
+    """Read the output, refusing a symlink (it could point at any file smtp may read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        return handle.read()

@@ -8,8 +8,18 @@ Layout under ``<data_dir>/spool``::
     queue/<segment>      complete: one or more records, each a JSON envelope line
                          ("BUZON1 {...}\n") followed by exactly ``size`` message bytes
                          (the format and its checks: :mod:`buzon.spool.record`)
-    work/<id>.in|out     transform input and output of a queued message
     corrupt/             queue files that did not parse, kept for a human
+
+and, apart, the *work area* of this spool (``work``, by default
+``<data_dir>/work/w<N>``, a volume of its own in Compose)::
+
+    <id>.in|out          transform input and output of a queued message
+
+The transform sidecars share the work area and nothing else: the queue, the
+Maildirs and the state stay out of their reach. Nothing in it is trusted: a
+transform is re-run on every attempt (:mod:`buzon.delivery.pipeline`), so
+recovery just removes what belongs to no queued message, and the work files
+of the old layout (``spool/work``) are dropped with it.
 
 Messages that finish DATA at about the same time are committed together
 (group commit, see :mod:`buzon.batching`): :meth:`Spool.store_many` writes
@@ -36,12 +46,12 @@ from __future__ import annotations
 
 import base64
 import errno
+import logging
 import os
-import random
-import secrets
+import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,16 +68,44 @@ from buzon.spool.record import (
 
 __all__ = ["Envelope", "Location", "Spool", "SpoolCorrupt", "new_queue_id"]
 
-# A PRNG seeded from the OS once per process: the ids need unpredictable-enough
-# uniqueness across hosts, not secrecy, and os.urandom per message (a syscall that
-# releases the GIL) cost 12% of the event loop's time.
-_random = random.Random(secrets.randbits(128))
+log = logging.getLogger("buzon.spool")
+
+# Queue ids and segment names take their 32 random bits from the OS's CSPRNG: an
+# id is shown to the client (``250 ... queued as <id>``) and names files, so the
+# next one must not be guessable from the last (a seeded ``random.Random`` is).
+# os.urandom per message (a syscall that releases the GIL) cost 12% of the event
+# loop's time, so the bytes are drawn 4 KiB at a time (1,024 ids per syscall)
+# into a pool per thread, which a forked child starts afresh.
+_POOL_BYTES = 4096
+
+
+class _Pool(threading.local):
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.used = 0
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=lambda: _pool.__init__())
+
+
+def _random32() -> bytes:
+    pool = _pool
+    used = pool.used
+    if used + 4 > len(pool.buffer):
+        pool.buffer, used = os.urandom(_POOL_BYTES), 0
+    pool.used = used + 4
+    return pool.buffer[used:used + 4]
 
 
 def new_queue_id(now: float | None = None) -> str:
-    """A sortable, collision-resistant queue id (16 characters of base 32)."""
+    """A sortable, unguessable queue id (16 characters of base 32).
+
+    48 bits of millisecond clock then 32 bits from the OS's CSPRNG; also the
+    name of the segment file a batch of messages is written to.
+    """
     millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    raw = millis.to_bytes(6, "big") + _random.getrandbits(32).to_bytes(4, "big")
+    raw = millis.to_bytes(6, "big") + _random32()
     return base64.b32encode(raw).decode("ascii").rstrip("=")
 
 
@@ -93,19 +131,27 @@ def _write_chunks(fd: int, chunks: list[bytes]) -> None:
 class Spool:
     """File operations on the spool; blocking, so callers run them on a thread."""
 
-    def __init__(self, root: Path, *, fsync: bool = True, segment_bytes: int = 4 << 20) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, segment_bytes: int = 4 << 20,
+                 work: Path | None = None) -> None:
+        """Args:
+        root: the spool directory (queue, incoming, corrupt).
+        work: the work area for transform files (default ``root/work``).
+        """
         self.root = root
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.incoming = root / "incoming"
         self.queue = root / "queue"
-        self.work = root / "work"
+        self.work = root / "work" if work is None else work
         self.corrupt = root / "corrupt"
         for path in (self.incoming, self.queue, self.work, self.corrupt):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         # segment -> messages in it not yet released; segments to quarantine at zero
         self._refs: dict[str, int] = {}
-        self._damaged: set[str] = set()
+        self._damaged: dict[str, str] = {}  # segment -> its first fault
+        #: Called (segment, reason) from whichever thread moved a segment to
+        #: corrupt/; the delivery pipeline counts it (``spool_quarantined``).
+        self.on_quarantine: Callable[[str, str], None] | None = None
         self._lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------------------
@@ -211,10 +257,10 @@ class Spool:
             raise TruncatedRecord(f"record {where.queue_id} in {where.segment} is truncated")
         return envelope, content
 
-    def _records(self, segment: str) -> tuple[list[Location], bool]:
-        """Parse a segment: the records found, and whether the whole file parsed."""
+    def _records(self, segment: str) -> tuple[list[Location], SpoolCorrupt | None]:
+        """Parse a segment: the records found, and the fault that stopped it (or None)."""
         records, fault = parse_segment((self.queue / segment).read_bytes())
-        return [Location(segment, offset, e.queue_id) for offset, e in records], fault is None
+        return [Location(segment, offset, e.queue_id) for offset, e in records], fault
 
     def recover(self) -> list[Location]:
         """At start-up: drop half-written files; return every queued message, oldest first.
@@ -228,9 +274,9 @@ class Spool:
         for path in sorted(self.queue.iterdir()):
             if path.name.startswith("."):
                 continue
-            records, whole = self._records(path.name)
-            if not whole:
-                self._damaged.add(path.name)
+            records, fault = self._records(path.name)
+            if fault is not None:
+                self._damaged[path.name] = f"{type(fault).__name__}: {fault}"
             if not records:
                 self.quarantine(path.name)
                 continue
@@ -241,8 +287,12 @@ class Spool:
         # can leave <id>.out.tmp or a chain's <id>.out.stageN).
         queued = {where.queue_id for where in found}
         for path in self.work.iterdir():
-            if path.name.split(".", 1)[0] not in queued:
+            if path.name.split(".", 1)[0] not in queued and not path.is_dir():
                 path.unlink(missing_ok=True)
+        old = self.root / "work"
+        if old != self.work and old.is_dir():
+            # The old layout's work files: never trusted, re-made by the transform.
+            shutil.rmtree(old, ignore_errors=True)
         return found
 
     # -- releasing -----------------------------------------------------------------------
@@ -255,7 +305,7 @@ class Spool:
                 saving two failing ``unlink`` calls per message.
         """
         if work:
-            for suffix in ("in", "out"):
+            for suffix in ("in", "out", "out.tmp"):
                 unlink_quietly(self.work / f"{where.queue_id}.{suffix}")
         with self._lock:
             left = self._refs.get(where.segment, 1) - 1
@@ -268,16 +318,24 @@ class Spool:
         else:
             unlink_quietly(self.queue / where.segment)
 
-    def mark_damaged(self, segment: str) -> None:
+    def mark_damaged(self, segment: str, reason: str = "a record did not read back") -> None:
         """Quarantine this segment instead of removing it once it is released."""
-        self._damaged.add(segment)
+        self._damaged.setdefault(segment, reason)
 
     def quarantine(self, segment: str) -> Path:
-        """Move an unreadable queue file to ``corrupt/`` for a human to look at."""
-        self._damaged.discard(segment)
+        """Move an unreadable queue file to ``corrupt/`` for a human; log and count it."""
+        reason = self._damaged.pop(segment, "no record in it reads back")
         target = self.corrupt / segment
         os.replace(self.queue / segment, target)
+        log.error("queue segment %s moved to corrupt/: %s", segment, reason)
+        if self.on_quarantine is not None:
+            self.on_quarantine(segment, reason)
         return target
 
     def work_path(self, queue_id: str, suffix: str) -> Path:
         return self.work / f"{queue_id}.{suffix}"
+
+    def clear_work(self, queue_id: str) -> None:
+        """Remove whatever a previous attempt (or anyone) left as this message's files."""
+        for suffix in ("in", "out", "out.tmp"):
+            unlink_quietly(self.work / f"{queue_id}.{suffix}")

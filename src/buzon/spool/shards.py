@@ -13,6 +13,11 @@ into worker 0's ``queue/`` (segment names are unique queue ids, so they cannot
 collide), unreadable ones into its ``corrupt/``, and the shard is removed.
 Half-written segments and transform leftovers are dropped, exactly as a
 shard's own recovery would.
+
+Each worker's transform files live apart from its spool, in
+``<work area>/w<i>`` (:func:`work_root`; worker 0 and the single process use
+``w0``): the work area is the only part of the data a transform sidecar shares,
+and the names sent to a sidecar are relative to it (``w2/<ID>.in``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 
 from buzon.fsutil import fsync_dir
 
-__all__ = ["adopt_orphans", "shard_root"]
+__all__ = ["adopt_orphans", "shard_root", "work_root"]
 
 _SHARD = re.compile(r"w([1-9][0-9]*)")
 
@@ -34,12 +39,26 @@ def shard_root(spool_root: Path, index: int) -> Path:
     return spool_root if index == 0 else spool_root / f"w{index}"
 
 
-def adopt_orphans(spool_root: Path, workers: int, *, fsync: bool = True) -> int:
+def work_root(work_area: Path, index: int) -> Path:
+    """The directory of worker ``index``'s transform files in the work area."""
+    return work_area / f"w{index}"
+
+
+def adopt_orphans(spool_root: Path, workers: int, *, fsync: bool = True,
+                  work_area: Path | None = None) -> int:
     """Move the queue of every shard ``w<i>`` with ``i >= workers`` into the first spool.
+
+    Their work directories in ``work_area`` are removed (never trusted: the
+    transform runs again for every adopted message).
 
     Returns:
         The number of queue files moved.
     """
+    if work_area is not None and work_area.is_dir():
+        for entry in os.scandir(work_area):
+            match = _SHARD.fullmatch(entry.name)
+            if match and int(match.group(1)) >= workers:
+                shutil.rmtree(entry.path, ignore_errors=True)
     try:
         entries = list(os.scandir(spool_root))
     except FileNotFoundError:

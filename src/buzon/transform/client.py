@@ -2,16 +2,19 @@
 
 Theory of operation
 -------------------
-A sidecar shares the spool volume, so :class:`SidecarTransform` sends only the
-two file names, relative to the spool root (:func:`~buzon.transform.paths.relativize`),
-in one request line of :mod:`buzon.transform.wire`, and reads one answer line:
-one connection per request, nothing kept open. The answer is awaited for the
+A sidecar shares the work area (a volume of transform files only), so
+:class:`SidecarTransform` sends only the two file names of the job, relative to
+its root (:func:`~buzon.transform.paths.relativize`), in one request line of
+:mod:`buzon.transform.wire`, stamped and sealed with the deployment key
+(:mod:`buzon.transform.auth`), and reads one answer line, whose seal must be
+bound to that request: one connection per request, nothing kept open. The answer is awaited for the
 transform timeout plus a margin, so the sidecar's own (equal) timeout reports
 first, in words. What can go wrong on the way is named here, as a
 :class:`~buzon.transform.failures.FailureKind` the wire never carries: ``down``
-(refused, reset, closed without an answer) and ``protocol`` (an answer that does
+(refused, reset, closed without an answer), ``protocol`` (an answer that does
 not decode, or an ``ok`` whose output file is missing: the two containers do not
-share the volume). A sidecar's own error reply is raised with the kind it sent.
+share the volume) and ``auth`` (an answer not sealed with our key: the sidecar's
+own refusal, quoted, when it says so). A sidecar's own error reply is raised with the kind it sent.
 :func:`health` is the same exchange with a health request (``buzon-sidecar --health``).
 """
 
@@ -20,12 +23,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from buzon.net import format_address
+from buzon.transform.auth import (
+    REQUEST_CONTEXT,
+    Unauthenticated,
+    new_nonce,
+    reply_context,
+    seal,
+    unseal,
+)
 from buzon.transform.base import Transform
 from buzon.transform.failures import FailureKind, TransformError
-from buzon.transform.paths import relativize
+from buzon.transform.paths import check_job, relativize
 from buzon.transform.wire import (
     MAX_LINE,
     ErrorReply,
@@ -35,6 +47,7 @@ from buzon.transform.wire import (
     ProtocolError,
     Request,
     Response,
+    Stamp,
     TransformOk,
     TransformRequest,
     decode_response,
@@ -44,16 +57,20 @@ from buzon.transform.wire import (
 __all__ = ["SidecarTransform", "health"]
 
 
-async def _exchange(host: str, port: int, request: Request, deadline: float) -> Response:
-    """One connection, one request line, one response line, within ``deadline`` seconds."""
+async def _exchange(
+    host: str, port: int, request: Request, deadline: float, key: bytes
+) -> Response:
+    """One connection, one sealed request line, one sealed answer, within ``deadline`` s."""
     where = format_address(host, port)
     op = Op.TRANSFORM if isinstance(request, TransformRequest) else Op.HEALTH
+    stamp = Stamp(int(time.time()), new_nonce())
+    data = seal(key, REQUEST_CONTEXT, encode_request(request, stamp))
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(deadline):
             try:
                 reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE)
-                writer.write(encode_request(request))
+                writer.write(data)
                 await writer.drain()
                 line = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError:
@@ -78,6 +95,10 @@ async def _exchange(host: str, port: int, request: Request, deadline: float) -> 
             FailureKind.TIMEOUT, f"no answer from sidecar {where} within {deadline:g} s"
         ) from None
     try:
+        unseal(key, reply_context(stamp.nonce), line)
+    except Unauthenticated:
+        raise _unsealed(where, line, op) from None
+    try:
         reply = decode_response(line, op)
     except ProtocolError as error:
         raise TransformError(FailureKind.PROTOCOL, f"sidecar {where}: {error}") from None
@@ -86,34 +107,51 @@ async def _exchange(host: str, port: int, request: Request, deadline: float) -> 
     return reply
 
 
+def _unsealed(where: str, line: bytes, op: Op) -> TransformError:
+    """An answer not sealed with our key: the sidecar's refusal if it is one, else forged."""
+    with contextlib.suppress(ProtocolError):
+        reply = decode_response(line, op)
+        if isinstance(reply, ErrorReply) and reply.kind in (
+            FailureKind.AUTH, FailureKind.BAD_REQUEST
+        ):
+            return TransformError(FailureKind.AUTH, f"sidecar {where} refused the request: "
+                                                    f"{reply.detail}")
+    return TransformError(FailureKind.AUTH, f"sidecar {where}: answer not sealed with our key")
+
+
 class SidecarTransform(Transform):
-    """A transform service in another container sharing the spool volume."""
+    """A transform service in another container sharing the work area."""
 
     def __init__(
-        self, host: str, port: int, spool_root: Path, timeout: float, *, margin: float = 2.0
+        self, host: str, port: int, work_root: Path, timeout: float, *, key: bytes,
+        margin: float = 2.0,
     ) -> None:
         """Args:
         host, port: the sidecar's address.
-        spool_root: the spool root as this process sees it; files are named
+        work_root: the work area's root as this process sees it; files are named
             relative to it.
+        key: the deployment key shared with the sidecar.
         timeout: the transform timeout; the answer is awaited ``timeout + margin``
             seconds so the sidecar's own (equal) timeout reports first, in words.
         margin: extra seconds for the connection and the sidecar's bookkeeping.
         """
         self.host, self.port = host, port
-        self.spool_root = Path(spool_root)
+        self.work_root = Path(work_root)
         self.timeout = timeout
         self.margin = margin
+        self._key = key
 
     async def run(self, src: Path, dst: Path) -> None:
         try:
             request = TransformRequest(
-                relativize(self.spool_root, src), relativize(self.spool_root, dst)
+                relativize(self.work_root, src), relativize(self.work_root, dst)
             )
-            encode_request(request)  # a path too long for a line is a path problem
+            check_job(request.input, request.output)  # what the sidecar will accept
+            encode_request(request, Stamp(0, new_nonce()))  # too long for a line: a path problem
         except ProtocolError as error:
             raise TransformError(FailureKind.PATH, str(error)) from None
-        reply = await _exchange(self.host, self.port, request, self.timeout + self.margin)
+        reply = await _exchange(self.host, self.port, request, self.timeout + self.margin,
+                                self._key)
         if not isinstance(reply, TransformOk):
             raise TransformError(
                 FailureKind.PROTOCOL, f"sidecar {self}: unexpected answer {reply!r}"
@@ -122,7 +160,7 @@ class SidecarTransform(Transform):
             raise TransformError(
                 FailureKind.PROTOCOL,
                 f"sidecar {self} reported success but {dst.name} is missing: do both "
-                "containers mount the same volume at the spool root?",
+                "containers mount the same volume at the work area's root?",
             )
 
     def __str__(self) -> str:
@@ -132,20 +170,22 @@ class SidecarTransform(Transform):
         return f"SidecarTransform({str(self)!r})"
 
 
-async def health(host: str, port: int, timeout: float) -> HealthOk:
+async def health(host: str, port: int, timeout: float, *, key: bytes) -> HealthOk:
     """Ask a sidecar whether it is up.
 
     Args:
         host, port: the sidecar's address.
         timeout: seconds for the whole exchange.
+        key: the deployment key.
 
     Returns:
         Its command and load.
 
     Raises:
-        TransformError: ``down``, ``timeout`` or ``protocol`` (or an error it answered).
+        TransformError: ``down``, ``timeout``, ``protocol`` or ``auth`` (or an
+            error it answered).
     """
-    reply = await _exchange(host, port, HealthRequest(), timeout)
+    reply = await _exchange(host, port, HealthRequest(), timeout, key)
     if not isinstance(reply, HealthOk):  # pragma: no cover - decode_response ensures it
         raise TransformError(FailureKind.PROTOCOL, f"unexpected answer {reply!r}")
     return reply

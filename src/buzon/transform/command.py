@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shlex
@@ -45,6 +46,7 @@ async def run_command(
     timeout: float,
     max_output: int,
     fsync: bool = True,
+    exclusive: bool = False,
 ) -> int:
     """Run ``argv`` with ``src`` on stdin; its stdout becomes ``dst``, atomically.
 
@@ -55,13 +57,16 @@ async def run_command(
         timeout: seconds the whole run may take.
         max_output: largest output allowed, in bytes.
         fsync: flush the output to disk before the rename.
+        exclusive: never replace a file (the sidecar): ``dst.tmp`` must not exist
+            and is linked to ``dst``, which fails if ``dst`` appeared meanwhile.
 
     Returns:
         The size of the output in bytes.
 
     Raises:
         TransformError: kinds ``timeout``, ``oversize``, ``exit``, ``spawn``,
-            ``internal``; ``dst`` is untouched and the temporary file removed.
+            ``internal`` (``path`` when ``exclusive`` finds a file in the way);
+            ``dst`` is untouched and the temporary file removed.
     """
     name = os.path.basename(argv[0])
     tmp = dst.with_name(dst.name + ".tmp")
@@ -74,12 +79,11 @@ async def run_command(
     try:
         # O_NOFOLLOW: a symlink planted at the temporary name cannot redirect the write.
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        out_fd = os.open(tmp, flags, 0o666)
+        out_fd = os.open(tmp, flags | (os.O_EXCL if exclusive else 0), 0o666)
     except OSError as error:
         os.close(stdin)
-        raise TransformError(
-            FailureKind.INTERNAL, f"cannot write {tmp.name}: {error.strerror}"
-        ) from None
+        kind = FailureKind.PATH if error.errno == errno.EEXIST else FailureKind.INTERNAL
+        raise TransformError(kind, f"cannot write {tmp.name}: {error.strerror}") from None
     try:
         # Small writes to the page cache, done on the loop; only the fsync (which
         # can stall for long) goes to a thread.
@@ -97,12 +101,32 @@ async def run_command(
                 raise TransformError(
                     FailureKind.INTERNAL, f"cannot write the output: {error}"
                 ) from None
-        os.replace(tmp, dst)
+        if exclusive:
+            _link_new(tmp, dst)
+        else:
+            os.replace(tmp, dst)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if exclusive:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return size
+
+
+def _link_new(tmp: Path, dst: Path) -> None:
+    """Put ``tmp`` at ``dst`` only if nothing is there: link(2) never replaces a file."""
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise TransformError(
+            FailureKind.PATH, f"{dst.name} appeared during the run; not replaced"
+        ) from None
+    except OSError as error:
+        raise TransformError(
+            FailureKind.INTERNAL, f"cannot put {dst.name} in place: {error.strerror}"
+        ) from None
 
 
 async def _spawn(argv: Sequence[str], stdin: int) -> asyncio.subprocess.Process:

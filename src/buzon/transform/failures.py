@@ -11,7 +11,7 @@ package; the retry, backoff and fallback policy belongs to the delivery worker
 :class:`FailureKind` formats as its plain value, so those bytes are the kind's
 name).
 
-Every failure has one of the ten kinds of :class:`FailureKind`. Two tables sit
+Every failure has one of the eleven kinds of :class:`FailureKind`. Two tables sit
 beside it: :data:`RETRYABLE` (may it go away by itself?) and
 :data:`WIRE_KINDS` (may a sidecar send it in an error reply? The codec in
 :mod:`buzon.transform.wire` refuses any other). The three kinds off the wire
@@ -31,6 +31,7 @@ kind             retryable  wire  meaning
 ``path``         no         yes   a file is outside the spool root, or missing on the sidecar
 ``bad-request``  no         yes   the sidecar did not understand us (version mismatch)
 ``protocol``     no         no    the sidecar's answer did not decode, or its output is missing
+``auth``         yes        yes   a request or reply failed authentication (key, clock, replay)
 ===============  =========  ====  =========================================================
 """
 
@@ -66,6 +67,8 @@ class FailureKind(StrEnum):
     """A request line did not decode (on the sidecar: a version mismatch, a bug)."""
     PROTOCOL = "protocol"
     """A sidecar's answer did not decode, or its reported output is missing (client only)."""
+    AUTH = "auth"
+    """A request or reply failed authentication: different keys, clocks apart, a replay."""
 
     @property
     def retryable(self) -> bool:
@@ -90,6 +93,8 @@ RETRYABLE: Mapping[FailureKind, bool] = MappingProxyType({
     FailureKind.PATH: False,
     FailureKind.BAD_REQUEST: False,
     FailureKind.PROTOCOL: False,
+    # Retried: fixing the key or the clock must not let mail past the filter meanwhile.
+    FailureKind.AUTH: True,
 })
 #: The kinds an error reply may carry; the wire decoder refuses any other as unknown.
 WIRE_KINDS: frozenset[FailureKind] = frozenset({
@@ -100,6 +105,7 @@ WIRE_KINDS: frozenset[FailureKind] = frozenset({
     FailureKind.BUSY,
     FailureKind.BAD_REQUEST,
     FailureKind.INTERNAL,
+    FailureKind.AUTH,
 })
 assert RETRYABLE.keys() == set(FailureKind)
 

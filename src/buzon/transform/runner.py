@@ -8,8 +8,9 @@ name: a list of sidecar addresses (``BUZON_TRANSFORM_SIDECARS``, each a
 (``BUZON_TRANSFORM``, each ``|``-separated stage a
 :class:`~buzon.transform.command.LocalCommand`, run without a shell). Several
 stages make a :class:`Chain`: each stage's output is the next one's input, in
-files next to ``dst`` (so inside the spool root when ``dst`` is, as sidecars
-need), removed whatever happens. A failing stage's
+files next to ``dst`` named ``<dst>.stage<N>`` (so inside the work area when
+``dst`` is, and files of the same job, as sidecars require), removed before the
+run (a sidecar never replaces a file) and whatever happens after it. A failing stage's
 :class:`~buzon.transform.failures.TransformError` passes up with its kind and
 retryability, its detail prefixed with the stage. What a transform is and how
 it fails: :mod:`buzon.transform.base`, :mod:`buzon.transform.failures`.
@@ -41,8 +42,9 @@ class Chain(Transform):
 
     async def run(self, src: Path, dst: Path) -> None:
         n = len(self.transforms)
-        # Next to dst, so they are inside the spool root when dst is (sidecars).
+        # Next to dst, so they are inside the work area when dst is (sidecars).
         between = [dst.with_name(f"{dst.name}.stage{i}") for i in range(1, n)]
+        _remove(between)  # leftovers of an earlier attempt: a sidecar would refuse them
         try:
             for i, (stage, a, b) in enumerate(
                 zip(self.transforms, [src, *between], [*between, dst], strict=True), 1
@@ -54,12 +56,17 @@ class Chain(Transform):
                         error.kind, f"stage {i}/{n} {stage!r}: {error.detail}", error.retryable
                     ) from error
         finally:
-            for path in between:
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
+            _remove(between)
 
     def __repr__(self) -> str:
         return "Chain(" + " | ".join(repr(t) for t in self.transforms) + ")"
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        for name in (path, path.with_name(path.name + ".tmp")):
+            with contextlib.suppress(OSError):
+                name.unlink(missing_ok=True)
 
 
 def _split_pipeline(spec: str) -> list[list[str]]:
@@ -92,10 +99,11 @@ def build_transforms(
     spec: str | None,
     sidecars: str | None,
     *,
-    spool_root: Path,
+    work_root: Path,
     timeout: float,
     max_output: int,
     fsync: bool = True,
+    key: bytes | None = None,
 ) -> Transform | None:
     """Build the configured transform from the server's settings.
 
@@ -104,22 +112,25 @@ def build_transforms(
             split on unquoted ``|``, each shell-split, run without a shell).
         sidecars: ``"host:port,host:port"`` (IPv6 as ``[::1]:7000``), chained in
             order; wins over ``spec`` when both are given.
-        spool_root: the spool root (sidecar paths are relative to it).
+        work_root: the work area's root (sidecar paths are relative to it).
         timeout: seconds each stage may take.
         max_output: largest output of a local stage, in bytes (a sidecar has
             its own ``--max-output``).
         fsync: flush local outputs before renaming them.
+        key: the deployment key, required with ``sidecars`` (a local program needs none).
 
     Returns:
         A transform (a :class:`Chain` for several), or None when neither is set.
 
     Raises:
-        ValueError: a malformed ``spec`` or address.
+        ValueError: a malformed ``spec`` or address, or sidecars without a key.
     """
     stages: list[Transform]
     if sidecars and sidecars.strip():
         addresses = [parse_address(a) for a in sidecars.split(",") if a.strip()]
-        stages = [SidecarTransform(h, p, spool_root, timeout) for h, p in addresses]
+        if key is None:
+            raise ValueError("sidecars need the deployment key (the key file setting)")
+        stages = [SidecarTransform(h, p, work_root, timeout, key=key) for h, p in addresses]
     elif spec and spec.strip():
         stages = [
             LocalCommand(argv, timeout, max_output, fsync=fsync)

@@ -26,11 +26,32 @@ class SidecarSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BUZON_SIDECAR_", extra="ignore")
 
     listen: str = Field(
-        "0.0.0.0", description="Comma-separated addresses to listen on (flag --listen)."
+        "127.0.0.1",
+        description=(
+            "Comma-separated addresses to listen on (flag --listen); only smtp should "
+            "reach them (the images set 0.0.0.0 on a network smtp alone shares)."
+        ),
     )
     port: int = Field(7000, ge=0, le=65535, description="TCP port (flag --port).")
     root: Path = Field(
-        description="The spool root shared with smtp; no path outside it is touched (--root)."
+        description=(
+            "The work area shared with smtp (transform files only); no path outside it "
+            "is touched (--root)."
+        )
+    )
+    key_file: Path | None = Field(
+        None,
+        description=(
+            "File holding the deployment key (64+ hex digits) that authenticates every "
+            "request; required (--key-file)."
+        ),
+    )
+    max_skew: float = Field(
+        30.0, ge=1, le=600,
+        description=(
+            "Seconds a request's timestamp may differ from this clock; older ones, and any "
+            "nonce seen inside the window, are refused as replays."
+        ),
     )
     timeout: float = Field(
         30.0, gt=0, le=3600, description="Seconds the program may take per message (--timeout)."

@@ -1,39 +1,42 @@
-"""The transform-sidecar protocol ("sidecar handoff"): JSON lines in, typed values out.
+"""The transform-sidecar protocol ("sidecar handoff"), version 2: JSON lines in, typed values out.
 
 Theory of operation
 -------------------
-The smtp container and a transform sidecar share one volume. The server writes a
-queued message into the spool, then names it to the sidecar over TCP; the
-sidecar runs its program on the file and writes the result next to it. Only
-*paths* cross the wire, never message bytes, so a request is tiny whatever the
-message size, and the transformed bytes never sit in a socket buffer.
+The smtp container and a transform sidecar share one volume, the *work area*
+(nothing else of the server's data). The server writes a queued message there,
+then names it to the sidecar over TCP; the sidecar runs its program on the file
+and writes the result next to it. Only *paths* cross the wire, never message
+bytes, so a request is tiny whatever the message size.
 
 Framing: one connection per request. The client sends one line, the server
 answers one line and closes. A line is one JSON object, UTF-8 (we emit pure
 ASCII), terminated by ``\\n`` and at most :data:`MAX_LINE` bytes including the
-newline; a longer line is refused (:class:`LineTooLong`) before it is parsed::
+newline; a longer line is refused (:class:`LineTooLong`) before it is parsed.
+Every line ends with a ``"mac"`` member, an HMAC-SHA256 tag made with the
+deployment key (:mod:`buzon.transform.auth`, which seals and checks it)::
 
-    → {"v":1,"op":"transform","input":"work/ID.in","output":"work/ID.out"}
-    ← {"v":1,"status":"ok","size":2048,"ms":3.1}
-    ← {"v":1,"status":"error","kind":"timeout","detail":"tac ran past 30 s; killed"}
+    → {"v":2,"op":"transform","ts":1764420000,"nonce":"<32 hex>","input":"w0/ID.in","output":"w0/ID.out","mac":"<64 hex>"}
+    ← {"v":2,"status":"ok","size":2048,"ms":3.1,"mac":"<64 hex>"}
+    ← {"v":2,"status":"error","kind":"timeout","detail":"tac ran past 30 s; killed","mac":"…"}
 
-    → {"v":1,"op":"health"}
-    ← {"v":1,"status":"ok","command":["tac"],"busy":0,"limit":4,"queued":0}
+    → {"v":2,"op":"health","ts":1764420000,"nonce":"<32 hex>","mac":"<64 hex>"}
+    ← {"v":2,"status":"ok","command":["tac"],"busy":0,"limit":4,"queued":0,"mac":"…"}
 
-Paths are relative to the spool root each side knows (``/var/lib/buzon/spool`` in
-every container), so the two mounts need not agree on absolute paths
-(:mod:`buzon.transform.paths` turns them into files and back).
+Paths are relative to the work area's root each side knows, and name one job's
+files only (:func:`~buzon.transform.paths.check_job`). A request's ``ts`` and
+``nonce`` (its :class:`Stamp`) make it usable once.
 
 An error reply's ``kind`` is a :class:`~buzon.transform.failures.FailureKind`, one
-of the seven in :data:`~buzon.transform.failures.WIRE_KINDS`; the others (``down``,
+of the :data:`~buzon.transform.failures.WIRE_KINDS`; the others (``down``,
 ``protocol``, ``spawn``) never travel, and a reply carrying one is refused as
 an unknown kind.
 
 Decoders check in a fixed order and raise the first failure, one class per
 fault, each carrying the error ``kind`` a reply would use (h11's
 ``error_status_hint``): line length, JSON object, version, op/status, fields.
-Unknown extra keys are ignored, so a later minor addition does not break an
-older peer; a changed meaning gets a new ``v``.
+Unknown extra keys (``mac`` among them) are ignored, so a later minor addition
+does not break an older peer; a changed meaning gets a new ``v``. Version 1
+(unauthenticated) is refused.
 
 Nothing here opens a socket or a file, reads a clock or logs.
 """
@@ -49,32 +52,13 @@ from typing import Any
 from buzon.transform.failures import WIRE_KINDS, FailureKind
 
 __all__ = [
-    "MAX_DETAIL",
-    "MAX_LINE",
-    "VERSION",
-    "BadField",
-    "BadVersion",
-    "ErrorReply",
-    "HealthOk",
-    "HealthRequest",
-    "LineTooLong",
-    "NotJSON",
-    "Op",
-    "PathRefused",
-    "ProtocolError",
-    "Request",
-    "Response",
-    "TransformOk",
-    "TransformRequest",
-    "UnknownOp",
-    "UnknownStatus",
-    "decode_request",
-    "decode_response",
-    "encode_request",
-    "encode_response",
+    "MAX_DETAIL", "MAX_LINE", "VERSION", "BadField", "BadVersion", "ErrorReply", "HealthOk",
+    "HealthRequest", "LineTooLong", "NotJSON", "Op", "PathRefused", "ProtocolError", "Request",
+    "Response", "Stamp", "TransformOk", "TransformRequest", "UnknownOp", "UnknownStatus",
+    "decode_request", "decode_response", "encode_request", "encode_response",
 ]
 
-VERSION = 1
+VERSION = 2
 #: Longest line either side accepts, newline included.
 MAX_LINE = 4096
 #: Longest error detail sent. After sanitising it is printable ASCII, which JSON
@@ -112,7 +96,7 @@ class NotJSON(ProtocolError):
 
 
 class BadVersion(ProtocolError):
-    """Unsupported protocol version (expected "v":1)."""
+    """Unsupported protocol version (expected "v":2, authenticated)."""
 
 
 class UnknownOp(ProtocolError):
@@ -128,7 +112,7 @@ class BadField(ProtocolError):
 
 
 class PathRefused(ProtocolError):
-    """Path outside the spool root."""
+    """Path outside the work area, or not a file of the job."""
 
     kind = FailureKind.PATH
 
@@ -141,9 +125,9 @@ class TransformRequest:
     """Run the program on one spooled file."""
 
     input: str
-    """Message file, relative to the spool root."""
+    """Message file, relative to the work area's root."""
     output: str
-    """Where the result goes, relative to the spool root (written atomically)."""
+    """Where the result goes, relative to the work area's root (created, never replaced)."""
 
     def __post_init__(self) -> None:
         for name in ("input", "output"):
@@ -158,6 +142,21 @@ class HealthRequest:
 
 
 Request = TransformRequest | HealthRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What makes a request usable once (checked by :class:`~buzon.transform.auth.ReplayGuard`)."""
+
+    ts: int
+    """Unix seconds when the client made the request."""
+    nonce: str
+    """16 random bytes as 32 lower-case hex digits."""
+
+    def __post_init__(self) -> None:
+        _check_count("ts", self.ts)
+        if not isinstance(self.nonce, str) or not self.nonce:
+            raise BadField("'nonce' must be a non-empty string")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +231,15 @@ def _check_count(name: str, value: Any) -> None:
 # --------------------------------------------------------------------------- codec
 
 
-def _dump(obj: dict[str, Any]) -> bytes:
+#: Bytes the seal adds to a line (,"mac":" + 64 hex digits + "): kept free in every line.
+_SEAL = 75
+
+
+def _dump(obj: dict[str, Any], reserve: int = _SEAL) -> bytes:
     line = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     data = line.encode("ascii") + b"\n"
-    if len(data) > MAX_LINE:
-        raise LineTooLong(f"encoded line is {len(data)} bytes, over {MAX_LINE}")
+    if len(data) + reserve > MAX_LINE:
+        raise LineTooLong(f"encoded line is {len(data)} bytes, over {MAX_LINE - reserve}")
     return data
 
 
@@ -281,11 +284,12 @@ def _wire_kind(value: Any) -> FailureKind:
     raise BadField(f"unknown error kind {value!r}")
 
 
-def encode_request(request: Request) -> bytes:
-    """Encode a request as one line.
+def encode_request(request: Request, stamp: Stamp) -> bytes:
+    """Encode a request as one line, not yet sealed (:func:`buzon.transform.auth.seal`).
 
     Args:
         request: a :class:`TransformRequest` or :class:`HealthRequest`.
+        stamp: its timestamp and nonce.
 
     Returns:
         The JSON line, newline included, pure ASCII.
@@ -294,21 +298,19 @@ def encode_request(request: Request) -> bytes:
         LineTooLong: the paths make the line longer than :data:`MAX_LINE`.
     """
     if isinstance(request, TransformRequest):
-        return _dump(
-            {"v": VERSION, "op": Op.TRANSFORM.value, "input": request.input,
-             "output": request.output}
-        )
-    return _dump({"v": VERSION, "op": Op.HEALTH.value})
+        return _dump({"v": VERSION, "op": Op.TRANSFORM.value, "ts": stamp.ts,
+                      "nonce": stamp.nonce, "input": request.input, "output": request.output})
+    return _dump({"v": VERSION, "op": Op.HEALTH.value, "ts": stamp.ts, "nonce": stamp.nonce})
 
 
-def decode_request(line: bytes) -> Request:
-    """Decode one request line.
+def decode_request(line: bytes) -> tuple[Request, Stamp]:
+    """Decode one request line (its seal already checked).
 
     Args:
         line: the line, its trailing newline optional.
 
     Returns:
-        A :class:`TransformRequest` or :class:`HealthRequest`.
+        A :class:`TransformRequest` or :class:`HealthRequest`, and its :class:`Stamp`.
 
     Raises:
         LineTooLong, NotJSON, BadVersion, UnknownOp, BadField: the first fault
@@ -317,11 +319,17 @@ def decode_request(line: bytes) -> Request:
     """
     obj = _load(line)
     op = obj.get("op")
+    request: Request
     if op == Op.TRANSFORM:
-        return TransformRequest(_str_field(obj, "input"), _str_field(obj, "output"))
-    if op == Op.HEALTH:
-        return HealthRequest()
-    raise UnknownOp(f"unknown op {op!r}" if isinstance(op, str) else None)
+        request = TransformRequest(_str_field(obj, "input"), _str_field(obj, "output"))
+    elif op == Op.HEALTH:
+        request = HealthRequest()
+    else:
+        raise UnknownOp(f"unknown op {op!r}" if isinstance(op, str) else None)
+    ts = obj.get("ts")
+    if type(ts) is not int:
+        raise BadField("'ts' must be a non-negative integer")
+    return request, Stamp(ts, _str_field(obj, "nonce"))
 
 
 def encode_response(response: Response) -> bytes:

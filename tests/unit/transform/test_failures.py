@@ -21,6 +21,7 @@ KINDS = [
     (FailureKind.PATH, "path", False, True),
     (FailureKind.BAD_REQUEST, "bad-request", False, True),
     (FailureKind.PROTOCOL, "protocol", False, False),
+    (FailureKind.AUTH, "auth", True, True),
 ]
 
 

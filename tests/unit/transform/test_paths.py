@@ -1,4 +1,4 @@
-"""confine and relativize: protocol paths against the spool root, symlinks included."""
+"""confine, relativize and check_job: protocol paths against the work area, symlinks included."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buzon.transform.paths import confine, relativize
+from buzon.transform.paths import check_job, confine, relativize
 from buzon.transform.wire import PathRefused
 
 
@@ -30,8 +30,8 @@ def root(tmp_path: Path) -> Path:
         ("//etc/passwd", "absolute path"),
         ("", "empty path"),
         ("work/a\x00.in", "NUL byte"),
-        (".", "outside the spool root"),
-        ("./", "outside the spool root"),
+        (".", "outside the work area"),
+        ("./", "outside the work area"),
     ],
 )
 def test_confine_refuses(root: Path, relative: str, message: str) -> None:
@@ -79,3 +79,40 @@ def test_relativize_refuses_files_outside_the_root(root: Path, outside: str) -> 
     path = Path(outside) if outside.startswith("/") else root / outside
     with pytest.raises(PathRefused):
         relativize(root, path)
+
+
+@pytest.mark.parametrize(
+    ("input_", "output", "job"),
+    [
+        ("AB3DEFGHIJKLMNOP.in", "AB3DEFGHIJKLMNOP.out", "AB3DEFGHIJKLMNOP"),
+        ("w0/ID.in", "w0/ID.out", "ID"),
+        ("w12/ID.in", "w12/ID.out.stage1", "ID"),  # the first stage of a chain
+        ("w2/ID.out.stage1", "w2/ID.out.stage2", "ID"),
+        ("w2/ID.out.stage2", "w2/ID.out", "ID"),  # the last stage
+    ],
+)
+def test_check_job_accepts_the_files_of_one_job(input_: str, output: str, job: str) -> None:
+    assert check_job(input_, output) == job
+
+
+@pytest.mark.parametrize(
+    ("input_", "output", "message"),
+    [
+        ("queue/SEGMENT", "w0/ID.out", "'queue/SEGMENT' is not a job file"),
+        ("w0/ID.in", "queue/SEGMENT", "'queue/SEGMENT' is not a job file"),
+        ("w0/ID.in", "../ID.out", "not a job file"),
+        ("w0/ID.in", "/tmp/ID.out", "not a job file"),
+        ("w0/ID.in", "w0/OTHER.out", "files of different jobs"),
+        ("w0/ID.in", "w1/ID.out", "files of different jobs"),
+        ("w0/ID.in", "w0/ID.in", "cannot be written"),
+        ("w0/ID.out", "w0/ID.out.stage1", "cannot be written"),
+        ("w0/ID.out.stage1", "w0/ID.out.stage1", "the same file"),
+        ("w0/ID.in", "w0/ID.out.tmp", "not a job file"),
+        ("w0/ID.in", "w0/ID.out\n", "not a job file"),
+        ("mail/bob/new/x", "w0/ID.out", "not a job file"),
+        ("monitor.token", "w0/ID.out", "not a job file"),
+    ],
+)
+def test_check_job_refuses_anything_else(input_: str, output: str, message: str) -> None:
+    with pytest.raises(PathRefused, match=message):
+        check_job(input_, output)

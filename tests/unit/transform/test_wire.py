@@ -1,6 +1,7 @@
-"""Golden tests of the sidecar protocol: one table drives both directions; no sockets.
+"""Golden tests of the sidecar protocol (v2): one table drives both directions; no sockets.
 
-The spool-path helpers of the protocol (confine, relativize) are in test_paths.py.
+The path helpers of the protocol (check_job, confine, relativize) are in
+test_paths.py; the seal and the replay guard in test_auth.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from buzon.transform.wire import (
     Op,
     PathRefused,
     ProtocolError,
+    Stamp,
     TransformOk,
     TransformRequest,
     UnknownOp,
@@ -35,37 +37,41 @@ from buzon.transform.wire import (
     encode_response,
 )
 
+STAMP = Stamp(1764420000, "0123456789abcdef0123456789abcdef")
+HEAD = b'{"v":2,"op":"%s","ts":1764420000,"nonce":"0123456789abcdef0123456789abcdef"'
+
 REQUEST_CASES = [
     (
-        TransformRequest("work/0ABC.in", "work/0ABC.out"),
-        b'{"v":1,"op":"transform","input":"work/0ABC.in","output":"work/0ABC.out"}\n',
+        TransformRequest("w0/0ABC.in", "w0/0ABC.out"),
+        HEAD % b"transform" + b',"input":"w0/0ABC.in","output":"w0/0ABC.out"}\n',
     ),
-    (HealthRequest(), b'{"v":1,"op":"health"}\n'),
+    (HealthRequest(), HEAD % b"health" + b"}\n"),
     # Non-ASCII and JSON-special characters are escaped: every line is pure ASCII.
     (
         TransformRequest("caf\u00e9/\u00f1.in", 'a "q" \\ b'),
-        b'{"v":1,"op":"transform","input":"caf\\u00e9/\\u00f1.in","output":"a \\"q\\" \\\\ b"}\n',
+        HEAD % b"transform"
+        + b',"input":"caf\\u00e9/\\u00f1.in","output":"a \\"q\\" \\\\ b"}\n',
     ),
 ]
 
 RESPONSE_CASES = [
-    (Op.TRANSFORM, TransformOk(2048, 3.125), b'{"v":1,"status":"ok","size":2048,"ms":3.125}\n'),
-    (Op.TRANSFORM, TransformOk(0, 0.0), b'{"v":1,"status":"ok","size":0,"ms":0.0}\n'),
+    (Op.TRANSFORM, TransformOk(2048, 3.125), b'{"v":2,"status":"ok","size":2048,"ms":3.125}\n'),
+    (Op.TRANSFORM, TransformOk(0, 0.0), b'{"v":2,"status":"ok","size":0,"ms":0.0}\n'),
     (
         Op.HEALTH,
         HealthOk(("tac",), 0, 4, 0),
-        b'{"v":1,"status":"ok","command":["tac"],"busy":0,"limit":4,"queued":0}\n',
+        b'{"v":2,"status":"ok","command":["tac"],"busy":0,"limit":4,"queued":0}\n',
     ),
     (
         Op.HEALTH,
         HealthOk(("spamc", "-x", "-X"), 2, 4, 7),
-        b'{"v":1,"status":"ok","command":["spamc","-x","-X"],"busy":2,"limit":4,"queued":7}\n',
+        b'{"v":2,"status":"ok","command":["spamc","-x","-X"],"busy":2,"limit":4,"queued":7}\n',
     ),
     *[
         (
             Op.TRANSFORM,
             ErrorReply(kind, "tac ran past 30 s"),
-            b'{"v":1,"status":"error","kind":"' + kind.value.encode()
+            b'{"v":2,"status":"error","kind":"' + kind.value.encode()
             + b'","detail":"tac ran past 30 s"}\n',
         )
         for kind in sorted(WIRE_KINDS)
@@ -73,26 +79,26 @@ RESPONSE_CASES = [
     (
         Op.HEALTH,
         ErrorReply(FailureKind.INTERNAL),
-        b'{"v":1,"status":"error","kind":"internal","detail":""}\n',
+        b'{"v":2,"status":"error","kind":"internal","detail":""}\n',
     ),
 ]
 
 
 def test_error_kinds_are_the_documented_wire_names() -> None:
     assert sorted(WIRE_KINDS) == [
-        "bad-request", "busy", "exit", "internal", "oversize", "path", "timeout",
+        "auth", "bad-request", "busy", "exit", "internal", "oversize", "path", "timeout",
     ]
 
 
 @pytest.mark.parametrize(("request_", "line"), REQUEST_CASES)
 def test_request_encodes_to_golden_line(request_: object, line: bytes) -> None:
-    assert encode_request(request_) == line  # type: ignore[arg-type]
+    assert encode_request(request_, STAMP) == line  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("request_", "line"), REQUEST_CASES)
 def test_request_decodes_from_golden_line(request_: object, line: bytes) -> None:
-    assert decode_request(line) == request_
-    assert decode_request(line.rstrip(b"\n")) == request_  # the newline is optional
+    assert decode_request(line) == (request_, STAMP)
+    assert decode_request(line.rstrip(b"\n")) == (request_, STAMP)  # the newline is optional
 
 
 @pytest.mark.parametrize(("op", "response", "line"), RESPONSE_CASES)
@@ -108,21 +114,21 @@ def test_response_decodes_from_golden_line(op: Op, response: object, line: bytes
 def test_decoders_tolerate_whitespace_crlf_and_unknown_keys() -> None:
     # CRLF and spaces: a human typing at `nc` gets answered; extra keys are a later
     # minor version's additions, ignored by design.
-    line = b' { "op" : "health" , "v" : 1, "trace": "x" } \r\n'
-    assert decode_request(line) == HealthRequest()
-    line = b'{"v":1,"status":"ok","size":5,"ms":2,"extra":[1,2]}'
+    line = b' { "op" : "health" , "v" : 2, "ts": 5, "nonce": "n", "trace": "x" } \r\n'
+    assert decode_request(line) == (HealthRequest(), Stamp(5, "n"))
+    line = b'{"v":2,"status":"ok","size":5,"ms":2,"extra":[1,2]}'
     assert decode_response(line, Op.TRANSFORM) == TransformOk(5, 2.0)
     # "queued" is optional (an older sidecar).
-    line = b'{"v":1,"status":"ok","command":["tac"],"busy":1,"limit":2}'
+    line = b'{"v":2,"status":"ok","command":["tac"],"busy":1,"limit":2}'
     assert decode_response(line, Op.HEALTH) == HealthOk(("tac",), 1, 2, 0)
 
 
 def test_ms_is_rounded_to_microseconds_on_the_wire() -> None:
     line = encode_response(TransformOk(1, 2.718281828))
-    assert line == b'{"v":1,"status":"ok","size":1,"ms":2.718}\n'
+    assert line == b'{"v":2,"status":"ok","size":1,"ms":2.718}\n'
 
 
-LONG = b'{"v":1,"op":"health","pad":"' + b"x" * MAX_LINE + b'"}'
+LONG = b'{"v":2,"op":"health","pad":"' + b"x" * MAX_LINE + b'"}'
 
 REQUEST_ERRORS: list[tuple[bytes, type[ProtocolError], str]] = [
     (LONG, LineTooLong, "Line longer than 4096 bytes"),
@@ -130,22 +136,31 @@ REQUEST_ERRORS: list[tuple[bytes, type[ProtocolError], str]] = [
     (b"garbage\n", NotJSON, "not a JSON object"),
     (b"[1,2]\n", NotJSON, "Not a JSON object on one UTF-8 line"),
     (b'"health"\n', NotJSON, "Not a JSON object"),
-    (b'{"v":1,"op":"\xff"}\n', NotJSON, "not a JSON object"),
-    (b'{"v":1,"op":"health"}\n{"v":1,"op":"health"}\n', NotJSON, "more than one line"),
-    (b'{"v":1,"op":"health","x":NaN}\n', NotJSON, "NaN is not valid JSON"),
-    (b'{"v":1,"x":' + b"[" * 1500 + b"]" * 1500 + b"}", NotJSON, "not a JSON object"),
+    (b'{"v":2,"op":"\xff"}\n', NotJSON, "not a JSON object"),
+    (b'{"v":2,"op":"health"}\n{"v":2,"op":"health"}\n', NotJSON, "more than one line"),
+    (b'{"v":2,"op":"health","x":NaN}\n', NotJSON, "NaN is not valid JSON"),
+    (b'{"v":2,"x":' + b"[" * 1500 + b"]" * 1500 + b"}", NotJSON, "not a JSON object"),
     (b'{"op":"health"}\n', BadVersion, "Unsupported protocol version"),
-    (b'{"v":2,"op":"health"}\n', BadVersion, "Unsupported"),
-    (b'{"v":"1","op":"health"}\n', BadVersion, "Unsupported"),
+    # Version 1 carried no credential: refused, whatever it asks.
+    (b'{"v":1,"op":"health"}\n', BadVersion, "authenticated"),
+    (b'{"v":"2","op":"health"}\n', BadVersion, "Unsupported"),
     (b'{"v":true,"op":"health"}\n', BadVersion, "Unsupported"),
-    (b'{"v":1.0,"op":"health"}\n', BadVersion, "Unsupported"),
-    (b'{"v":1}\n', UnknownOp, 'Unknown "op"'),
-    (b'{"v":1,"op":"exec"}\n', UnknownOp, "unknown op 'exec'"),
-    (b'{"v":1,"op":7}\n', UnknownOp, 'Unknown "op"'),
-    (b'{"v":1,"op":"transform","output":"o"}\n', BadField, "'input' must be a non-empty"),
-    (b'{"v":1,"op":"transform","input":"","output":"o"}\n', BadField, "'input'"),
-    (b'{"v":1,"op":"transform","input":"i","output":5}\n', BadField, "'output'"),
-    (b'{"v":1,"op":"transform","input":["i"],"output":"o"}\n', BadField, "'input'"),
+    (b'{"v":2.0,"op":"health"}\n', BadVersion, "Unsupported"),
+    (b'{"v":2}\n', UnknownOp, 'Unknown "op"'),
+    (b'{"v":2,"op":"exec"}\n', UnknownOp, "unknown op 'exec'"),
+    (b'{"v":2,"op":7}\n', UnknownOp, 'Unknown "op"'),
+    (b'{"v":2,"op":"transform","output":"o"}\n', BadField, "'input' must be a non-empty"),
+    (b'{"v":2,"op":"transform","input":"","output":"o"}\n', BadField, "'input'"),
+    (b'{"v":2,"op":"transform","input":"i","output":5}\n', BadField, "'output'"),
+    (b'{"v":2,"op":"transform","input":["i"],"output":"o"}\n', BadField, "'input'"),
+    (b'{"v":2,"op":"health"}\n', BadField, "'ts'"),
+    (b'{"v":2,"op":"health","ts":"1","nonce":"n"}\n', BadField, "'ts'"),
+    (b'{"v":2,"op":"health","ts":true,"nonce":"n"}\n', BadField, "'ts'"),
+    (b'{"v":2,"op":"health","ts":-1,"nonce":"n"}\n', BadField, "'ts'"),
+    (b'{"v":2,"op":"health","ts":1}\n', BadField, "'nonce'"),
+    (b'{"v":2,"op":"health","ts":1,"nonce":7}\n', BadField, "'nonce'"),
+    (b'{"v":2,"op":"transform","input":"i","output":"o","ts":1.5,"nonce":"n"}\n', BadField,
+     "'ts'"),
 ]
 
 
@@ -161,10 +176,10 @@ def test_bad_request_lines_raise_one_class_per_fault(
 
 
 def test_a_line_of_exactly_max_line_bytes_is_accepted() -> None:
-    head = b'{"v":1,"op":"health","pad":"'
+    head = b'{"v":2,"op":"health","ts":1,"nonce":"n","pad":"'
     line = head + b"x" * (MAX_LINE - len(head) - 3) + b'"}\n'
     assert len(line) == MAX_LINE
-    assert decode_request(line) == HealthRequest()
+    assert decode_request(line) == (HealthRequest(), Stamp(1, "n"))
     with pytest.raises(LineTooLong):
         decode_request(line[:-3] + b'x"}\n')
 
@@ -173,34 +188,34 @@ RESPONSE_ERRORS: list[tuple[Op, bytes, type[ProtocolError], str]] = [
     (Op.TRANSFORM, LONG, LineTooLong, "4096"),
     (Op.TRANSFORM, b"OK\n", NotJSON, "not a JSON object"),
     (Op.TRANSFORM, b'{"status":"ok","size":1,"ms":1}', BadVersion, "Unsupported"),
-    (Op.TRANSFORM, b'{"v":1,"size":1,"ms":1}', UnknownStatus, 'Unknown "status"'),
-    (Op.TRANSFORM, b'{"v":1,"status":"maybe"}', UnknownStatus, "unknown status 'maybe'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"bogus"}', BadField, "unknown error kind"),
+    (Op.TRANSFORM, b'{"v":2,"size":1,"ms":1}', UnknownStatus, 'Unknown "status"'),
+    (Op.TRANSFORM, b'{"v":2,"status":"maybe"}', UnknownStatus, "unknown status 'maybe'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"error","kind":"bogus"}', BadField, "unknown error kind"),
     # The client's own kinds never travel: a reply carrying one is refused as unknown.
-    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"down"}', BadField,
+    (Op.TRANSFORM, b'{"v":2,"status":"error","kind":"down"}', BadField,
      "unknown error kind 'down'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"protocol"}', BadField,
+    (Op.TRANSFORM, b'{"v":2,"status":"error","kind":"protocol"}', BadField,
      "unknown error kind 'protocol'"),
-    (Op.HEALTH, b'{"v":1,"status":"error","kind":"spawn"}', BadField,
+    (Op.HEALTH, b'{"v":2,"status":"error","kind":"spawn"}', BadField,
      "unknown error kind 'spawn'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":["exit"]}', BadField,
+    (Op.TRANSFORM, b'{"v":2,"status":"error","kind":["exit"]}', BadField,
      "unknown error kind ['exit']"),
-    (Op.TRANSFORM, b'{"v":1,"status":"error"}', BadField, "unknown error kind None"),
-    (Op.TRANSFORM, b'{"v":1,"status":"error","kind":"exit","detail":5}', BadField, "'detail'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","ms":1}', BadField, "'size'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","size":-1,"ms":1}', BadField, "'size'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","size":"3","ms":1}', BadField, "'size'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","size":true,"ms":1}', BadField, "'size'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","size":1}', BadField, "'ms'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","size":1,"ms":-0.5}', BadField, "'ms'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","size":1,"ms":1e999}', BadField, "'ms'"),
-    (Op.TRANSFORM, b'{"v":1,"status":"ok","size":1,"ms":Infinity}', NotJSON, "Infinity"),
-    (Op.HEALTH, b'{"v":1,"status":"ok","command":"tac","busy":0,"limit":1}', BadField,
+    (Op.TRANSFORM, b'{"v":2,"status":"error"}', BadField, "unknown error kind None"),
+    (Op.TRANSFORM, b'{"v":2,"status":"error","kind":"exit","detail":5}', BadField, "'detail'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","ms":1}', BadField, "'size'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","size":-1,"ms":1}', BadField, "'size'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","size":"3","ms":1}', BadField, "'size'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","size":true,"ms":1}', BadField, "'size'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","size":1}', BadField, "'ms'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","size":1,"ms":-0.5}', BadField, "'ms'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","size":1,"ms":1e999}', BadField, "'ms'"),
+    (Op.TRANSFORM, b'{"v":2,"status":"ok","size":1,"ms":Infinity}', NotJSON, "Infinity"),
+    (Op.HEALTH, b'{"v":2,"status":"ok","command":"tac","busy":0,"limit":1}', BadField,
      "'command'"),
-    (Op.HEALTH, b'{"v":1,"status":"ok","command":[1],"busy":0,"limit":1}', BadField,
+    (Op.HEALTH, b'{"v":2,"status":"ok","command":[1],"busy":0,"limit":1}', BadField,
      "'command'"),
-    (Op.HEALTH, b'{"v":1,"status":"ok","command":["tac"],"limit":1}', BadField, "'busy'"),
-    (Op.HEALTH, b'{"v":1,"status":"ok","command":["tac"],"busy":0,"limit":1,"queued":-1}',
+    (Op.HEALTH, b'{"v":2,"status":"ok","command":["tac"],"limit":1}', BadField, "'busy'"),
+    (Op.HEALTH, b'{"v":2,"status":"ok","command":["tac"],"busy":0,"limit":1,"queued":-1}',
      BadField, "'queued'"),
 ]
 
@@ -250,7 +265,12 @@ def test_error_detail_is_one_printable_ascii_line_and_bounded() -> None:
 
 def test_encoders_refuse_lines_over_the_limit() -> None:
     with pytest.raises(LineTooLong):
-        encode_request(TransformRequest("w/" + "x" * MAX_LINE, "o"))
+        encode_request(TransformRequest("w/" + "x" * MAX_LINE, "o"), STAMP)
+    # Every line keeps room for the seal (75 bytes), so a sealed line still fits.
+    fits = TransformRequest("x" * (MAX_LINE - 200), "o")
+    with pytest.raises(LineTooLong):
+        encode_request(TransformRequest("x" * (MAX_LINE - 150), "o"), STAMP)
+    assert len(encode_request(fits, STAMP)) + 75 <= MAX_LINE
     with pytest.raises(LineTooLong):
         encode_response(HealthOk(tuple(["arg"] * 1000), 0, 1))
 
@@ -276,6 +296,6 @@ def test_fuzz_decoders_raise_only_protocol_errors(data: bytes) -> None:
 @given(st.text(min_size=1, max_size=200), st.text(min_size=1, max_size=200))
 def test_fuzz_request_round_trip(input_: str, output: str) -> None:
     request = TransformRequest(input_, output)
-    line = encode_request(request)
+    line = encode_request(request, STAMP)
     assert line.isascii() and line.count(b"\n") == 1
-    assert decode_request(line) == request
+    assert decode_request(line) == (request, STAMP)
