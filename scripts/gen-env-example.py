@@ -70,13 +70,30 @@ COMPOSE_ONLY: dict[str, tuple[str, str]] = {
         ("How often Docker runs each service's healthcheck (each SMTP check is one "
         "connection)."),
     ),
+    "BUZON_SMTP_MEMORY_LIMIT": (
+        "1g", "Memory limit of the smtp container (deploy.resources.limits)."
+    ),
+    "BUZON_SMTP_PIDS_LIMIT": (
+        "256", "Most processes and threads in the smtp container (deploy.resources.limits)."
+    ),
+    "BUZON_TAC_MEMORY_LIMIT": (
+        "256m", "Memory limit of the transform-tac container (deploy.resources.limits)."
+    ),
+    "BUZON_TAC_PIDS_LIMIT": (
+        "64", "Most processes and threads in the transform-tac container (deploy.resources.limits)."
+    ),
+    "BUZON_SPAMASSASSIN_MEMORY_LIMIT": (
+        "768m", "Memory limit of the spamassassin container (deploy.resources.limits)."
+    ),
+    "BUZON_SPAMASSASSIN_PIDS_LIMIT": (
+        "128", "Most processes and threads in the spamassassin container (deploy.resources.limits)."
+    ),
 }
 
 #: Settings compose.yaml deliberately does not pass to their containers: name → why.
 NATIVE_ONLY: dict[str, str] = {
     "BUZON_SMTP_LISTEN": "the container listens on all its addresses",
     "BUZON_SMTP_PORT": "2525 inside the container; change BUZON_SMTP_PUBLISH",
-    "BUZON_MONITOR_LISTEN": "the container listens on all its addresses",
     "BUZON_MONITOR_PORT": "2626 inside the container; change BUZON_MONITOR_PUBLISH",
     "BUZON_MONITOR_TOKEN_FILE": "in Docker, mount a secret with a compose override",
     "BUZON_DATA_DIR": "/var/lib/buzon, the buzon-data volume",
@@ -84,7 +101,7 @@ NATIVE_ONLY: dict[str, str] = {
     "BUZON_TRANSFORM": "the smtp image carries no programs; use BUZON_TRANSFORM_SIDECARS",
     "BUZON_SIDECAR_LISTEN": "the sidecar images listen on 0.0.0.0",
     "BUZON_SIDECAR_PORT": "7000 in the sidecar images, the port BUZON_TRANSFORM_SIDECARS names",
-    "BUZON_SIDECAR_ROOT": "/var/lib/buzon/spool in the sidecar images",
+    "BUZON_SIDECAR_ROOT": "/var/lib/buzon/work (the buzon-work volume) in the sidecar images",
     "BUZON_SIDECAR_COMMAND": "each sidecar image runs its own program (tac, spamc)",
 }
 

@@ -15,6 +15,7 @@ cannot leak into logs.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 import sys
 from pathlib import Path
@@ -78,8 +79,12 @@ class ServerSettings(BaseSettings):
     )
     smtp_port: int = Field(2525, ge=0, le=65535, description="SMTP TCP port (flag -p).")
     monitor_listen: str = Field(
-        "0.0.0.0,::",
-        description="Comma-separated addresses the UDP monitor binds.",
+        "127.0.0.1",
+        description=(
+            "Comma-separated addresses the UDP monitor binds (loopback by default; "
+            "the Compose file sets 0.0.0.0 inside the container and publishes it on "
+            "the host's 127.0.0.1)."
+        ),
     )
     monitor_port: int = Field(2626, ge=0, le=65535, description="Monitor UDP port (flag -P).")
     monitor_token: SecretStr | None = Field(
@@ -93,10 +98,13 @@ class ServerSettings(BaseSettings):
         None, description="Read the monitor token from this file instead (Docker secrets)."
     )
     monitor_auth_failures_per_minute: int = Field(
-        30,
+        300,
         ge=1,
         le=100_000,
-        description="Failed monitor authentications allowed per source address per minute.",
+        description=(
+            "Wrong monitor tokens answered per minute from all source addresses together "
+            "(also the burst); past it only recently authenticated addresses are answered."
+        ),
     )
     data_dir: Path = Field(
         Path("./data"),
@@ -135,6 +143,46 @@ class ServerSettings(BaseSettings):
     max_connections: int = Field(
         10_000, ge=1, le=1_000_000, description="Concurrent SMTP sessions (421 when full)."
     )
+    max_connections_per_client: int = Field(
+        50,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Concurrent SMTP sessions from one client: an IPv4 address or an IPv6 /64 "
+            "(421 4.7.0 past it)."
+        ),
+    )
+    client_limit_exempt: str = Field(
+        "127.0.0.0/8,::1/128",
+        description=(
+            "Comma-separated networks not counted by max_connections_per_client "
+            "(like Postfix's $mynetworks exception); empty: none."
+        ),
+    )
+    max_messages_per_session: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Messages one SMTP session may send; the next MAIL gets 421 4.7.0.",
+    )
+    session_lifetime: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86400,
+        description=(
+            "Seconds an SMTP session may last (421 4.7.0 after; a transaction in flight "
+            "gets data_timeout more to finish)."
+        ),
+    )
+    data_memory_budget: int = Field(
+        256 << 20,
+        ge=1 << 20,
+        le=1 << 40,
+        description=(
+            "Bytes of DATA all sessions may buffer in memory at once (452 4.3.1 when it is "
+            "used up); at least max_message_size."
+        ),
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -161,6 +209,13 @@ class ServerSettings(BaseSettings):
             "Comma-separated host:port of transform sidecars, in order; overrides 'transform'."
         ),
     )
+    transform_key_file: Path | None = Field(
+        None,
+        description=(
+            "File holding the deployment key (64+ hex digits) that authenticates every "
+            "sidecar request; required with sidecars, the same file the sidecars read."
+        ),
+    )
     transform_enabled: bool | None = Field(
         None,
         description=(
@@ -184,15 +239,18 @@ class ServerSettings(BaseSettings):
         description="Seconds before the first retry of a deferred delivery; doubles up to 300.",
     )
     transform_failure_policy: str = Field(
-        "deliver",
+        "hold",
         pattern="^(deliver|hold)$",
         description=(
-            "After the retry window: 'deliver' the original with an X-Buzon-Transform header, "
-            "or 'hold' it in the queue."
+            "After the retry window: 'hold' the message in the queue and keep retrying the "
+            "transform (fails closed, like Postfix's milter_default_action = tempfail), or "
+            "'deliver' the original untransformed with an X-Buzon-Transform header (an "
+            "explicit choice: mail then skips e.g. the spam filter while it is down)."
         ),
     )
     access_log_file: Path | None = Field(
-        None, description="Also append the access log to this file."
+        None,
+        description="Also append the access log to this file (created mode 0640).",
     )
     log_level: str = Field(
         "INFO",
@@ -218,6 +276,16 @@ class ServerSettings(BaseSettings):
         parse_listen(value)
         return value
 
+    @field_validator("client_limit_exempt")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(f"not a network: {item!r} (write e.g. 10.0.0.0/8)") from None
+        return value
+
     @field_validator("monitor_token")
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
@@ -231,9 +299,20 @@ class ServerSettings(BaseSettings):
             self.mail_root = self.data_dir / "mail"
         return self
 
+    @model_validator(mode="after")
+    def _budget_holds_a_message(self) -> ServerSettings:
+        if self.data_memory_budget < self.max_message_size:
+            # A smaller budget would answer 452 to every large message, forever.
+            raise ValueError("BUZON_DATA_MEMORY_BUDGET must be at least BUZON_MAX_MESSAGE_SIZE")
+        return self
+
     @property
     def smtp_hosts(self) -> tuple[str, ...]:
         return parse_listen(self.smtp_listen)
+
+    @property
+    def client_limit_networks(self) -> tuple[str, ...]:
+        return tuple(filter(None, (p.strip() for p in self.client_limit_exempt.split(","))))
 
     @property
     def monitor_hosts(self) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ from buzon.smtp import replies
 from buzon.smtp.handler import Handler
 from buzon.smtp.session import BuzonSMTP, Hub, Limits, refuse_busy
 from buzon.spool import Intake, Spool, adopt_orphans, shard_root
+from buzon.spool.shards import work_root
 from buzon.transform.switch import FollowedSwitch, TransformSwitch
 
 __all__ = ["Server", "WorkerRole"]
@@ -103,12 +104,16 @@ class Server:
             # Shards of workers that no longer exist (BUZON_WORKERS lowered) are
             # moved into the first spool before it is recovered: nothing queued waits forever.
             adopted = await asyncio.to_thread(
-                adopt_orphans, spool_root, 1 if role is None else role.count, fsync=s.fsync
+                adopt_orphans, spool_root, 1 if role is None else role.count, fsync=s.fsync,
+                work_area=s.data_dir / "work",
             )
             if adopted:
                 log.info("adopted %d queue file(s) of workers no longer configured", adopted)
-        spool = Spool(shard_root(spool_root, 0 if role is None else role.index), fsync=s.fsync)
-        transform = build_transform(s, spool_root)
+        index = 0 if role is None else role.index
+        # The work area is apart from the spool: the only data a sidecar shares.
+        spool = Spool(shard_root(spool_root, index), fsync=s.fsync,
+                      work=work_root(s.data_dir / "work", index))
+        transform = build_transform(s, s.data_dir / "work")
         if role is None:
             self.keeper = StateKeeper(self.state_path, self.counters, fsync=s.fsync)
             self.switch = restore_state(
@@ -140,6 +145,7 @@ class Server:
             log.info("recovered %d queued message(s) from a previous run", len(recovered))
         self.delivery.start(recovered)
 
+        workers = 1 if role is None else role.count
         self.hub = Hub(
             Limits(
                 hostname=s.hostname,
@@ -148,6 +154,12 @@ class Server:
                 max_line_length=s.max_line_length,
                 idle_timeout=s.idle_timeout,
                 data_timeout=s.data_timeout,
+                # shared limits: each worker takes its share, as of max_connections
+                max_sessions_per_client=-(-s.max_connections_per_client // workers),
+                client_limit_exempt=s.client_limit_networks,
+                max_messages_per_session=s.max_messages_per_session,
+                session_lifetime=s.session_lifetime,
+                data_memory_budget=max(-(-s.data_memory_budget // workers), s.max_message_size),
             ),
             self.counters,
             AccessLog(s.access_log_file),

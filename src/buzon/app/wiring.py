@@ -15,7 +15,7 @@ from typing import Any
 from buzon.config import ServerSettings
 from buzon.metrics import Counters, load_state
 from buzon.metrics.keeper import StateKeeper
-from buzon.transform import Transform, build_transforms
+from buzon.transform import Transform, build_transforms, load_key
 from buzon.transform.switch import TransformSwitch
 
 __all__ = ["ConfigError", "build_transform", "loop_factory", "open_monitor", "restore_state"]
@@ -27,23 +27,40 @@ class ConfigError(Exception):
     """A setting that validated alone but cannot be used (e.g. an unparsable transform)."""
 
 
-def build_transform(settings: ServerSettings, spool_root: Path) -> Transform | None:
+def build_transform(settings: ServerSettings, work_root: Path) -> Transform | None:
     """The transform chain the settings ask for, or None.
 
+    Sidecars need the deployment key (``BUZON_TRANSFORM_KEY_FILE``); a local
+    program needs none.
+
     Raises:
-        ConfigError: naming the setting, when it cannot be parsed.
+        ConfigError: naming the setting, when it cannot be parsed or the key
+            is missing or unreadable.
     """
     s = settings
     if not (s.transform or s.transform_sidecars):
         return None
+    key = None
+    if s.transform_sidecars and s.transform_sidecars.strip():
+        if s.transform_key_file is None:
+            raise ConfigError(
+                "BUZON_TRANSFORM_KEY_FILE: sidecars are configured (BUZON_TRANSFORM_SIDECARS) "
+                "but no key file: set it to the file holding the deployment key the sidecars "
+                "read (python -m buzon.transform.keygen FILE makes one)"
+            )
+        try:
+            key = load_key(s.transform_key_file)
+        except ValueError as error:
+            raise ConfigError(f"BUZON_TRANSFORM_KEY_FILE: {error}") from None
     try:
         return build_transforms(
             s.transform,
             s.transform_sidecars,
-            spool_root=spool_root,
+            work_root=work_root,
             timeout=s.transform_timeout,
             max_output=s.max_message_size * 2,
             fsync=s.fsync,
+            key=key,
         )
     except ValueError as error:
         name = "BUZON_TRANSFORM_SIDECARS" if s.transform_sidecars else "BUZON_TRANSFORM"
