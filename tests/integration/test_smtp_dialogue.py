@@ -202,3 +202,16 @@ def test_access_log_records_connect_accept_and_disconnect(
         "to=<bob@example.org>,<carol@example.org> size=21"
     )
     assert re.fullmatch(rf"disconnect {re.escape(peer)} duration=\d+\.\d{{3}}s", events[2])
+
+
+@pytest.mark.parametrize("arg", ["<", "< ", "<@", "<a@", '<"'])
+def test_vrfy_of_a_broken_address_is_refused_not_a_local_error(
+    server: RunningServer, arg: str
+) -> None:
+    """Regression (found by scripts/fuzz.py smtp): ``VRFY <`` made the standard library's
+    address parser raise IndexError inside aiosmtpd, and the client got
+    ``451 4.3.0 local error`` with a traceback in the log."""
+    with LineClient(server.port) as c:
+        c.reply()
+        assert code(c.cmd(f"VRFY {arg}")) == "502 5.5.2"
+        assert code(c.cmd("VRFY bob")) == "252 2.5.0"

@@ -71,6 +71,16 @@ class Commands(SMTP):
             return
         await super().smtp_EHLO(hostname)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses VRFY's argument with the standard library's header parser
+        # and catches only HeaderParseError; for "<" and a few other fragments that
+        # parser raises IndexError (found by scripts/fuzz.py), which would end as a
+        # 451 local error. Any failure to parse is "no address": 502 5.5.2.
+        try:
+            return super()._getaddr(arg)
+        except Exception:  # noqa: BLE001 - a parser bug is a refused address, not ours
+            return None, None
+
     async def smtp_HELP(self, arg: str | None) -> None:
         if not arg:
             await self.push(replies.HELP.format(_COMMANDS))
