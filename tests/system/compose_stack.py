@@ -246,3 +246,15 @@ class Stack:
     def set_transforms(self, enabled: bool) -> None:
         value = self.monitor_value("enable" if enabled else "disable")
         assert value == ("enabled" if enabled else "disabled"), value
+
+
+def compose_config() -> dict:  # type: ignore[type-arg]
+    """``docker compose config`` of the repository's file as shipped: no .env, no BUZON_*
+    variables from the caller, the tools profile included."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUZON_", "COMPOSE_"))}
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", "/dev/null", "--profile", "tools", "config",
+         "--format", "json"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=True,
+    )
+    return dict(json.loads(result.stdout))

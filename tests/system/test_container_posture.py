@@ -10,11 +10,10 @@ containers, so a setting Compose accepted but Docker did not apply is caught too
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
-from system.compose_stack import REPO, Stack, require_docker
+from system.compose_stack import Stack, compose_config, require_docker
 
 pytestmark = pytest.mark.docker
 
@@ -22,19 +21,9 @@ SERVICES = ("smtp", "transform-tac", "spamassassin", "keygen", "monitor-client")
 RUNNING = ("smtp", "transform-tac", "spamassassin")
 
 
-def _config() -> dict:  # type: ignore[type-arg]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUZON_", "COMPOSE_"))}
-    result = subprocess.run(
-        ["docker", "compose", "--env-file", "/dev/null", "--profile", "tools", "config",
-         "--format", "json"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=True,
-    )
-    return dict(json.loads(result.stdout))
-
-
 def test_every_service_is_locked_down_in_the_compose_file() -> None:
     require_docker()
-    services = _config()["services"]
+    services = compose_config()["services"]
     assert set(SERVICES) <= services.keys()
     for name, svc in services.items():
         assert svc.get("cap_drop") == ["ALL"], name

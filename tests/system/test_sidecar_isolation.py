@@ -13,11 +13,9 @@ commands in the stack's containers.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
-from system.compose_stack import REPO, Stack, require_docker
+from system.compose_stack import Stack, compose_config, require_docker
 
 pytestmark = pytest.mark.docker
 
@@ -25,20 +23,10 @@ SIDECARS = ("spamassassin", "transform-tac")
 KEY_FILE = "/var/lib/buzon-key/sidecar.key"
 
 
-def _config() -> dict:  # type: ignore[type-arg]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUZON_", "COMPOSE_"))}
-    result = subprocess.run(
-        ["docker", "compose", "--env-file", "/dev/null", "--profile", "tools", "config",
-         "--format", "json"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=True,
-    )
-    return dict(json.loads(result.stdout))
-
-
 def test_each_sidecar_mounts_only_the_work_area_and_the_key_and_shares_a_network_with_smtp(
 ) -> None:
     require_docker()
-    config = _config()
+    config = compose_config()
     services, networks = config["services"], config["networks"]
     for name in SIDECARS:
         sidecar = services[name]
