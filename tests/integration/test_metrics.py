@@ -102,9 +102,9 @@ def counters(port: int) -> dict[str, int]:
 
 
 def run_client(port: int, command: str, token: bytes = TOKEN) -> subprocess.CompletedProcess:
-    """``monitor-client`` as a subprocess, with no BUZON_* variable leaking in."""
+    """``monitor-client --v0`` (the seed's protocol) as a subprocess, no BUZON_* leaking in."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
-    args = ["--host", "127.0.0.1", "--port", str(port), "--token", token.decode()]
+    args = ["--v0", "--host", "127.0.0.1", "--port", str(port), "--token", token.decode()]
     return subprocess.run(
         [sys.executable, "-m", "buzon.monitor.client", *args, command],
         env=clean,

@@ -289,11 +289,11 @@ def run_client(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 def local_args(port: int) -> list[str]:
-    return ["-H", "127.0.0.1", "-p", str(port), "-t", TOKEN.decode()]
+    return ["--v0", "-H", "127.0.0.1", "-p", str(port), "-t", TOKEN.decode()]
 
 
 def client_args(monitor: Running, host: str = "127.0.0.1") -> list[str]:
-    return ["-H", host, "-p", str(monitor.port), "-t", TOKEN.decode(), "--timeout", "5"]
+    return ["--v0", "-H", host, "-p", str(monitor.port), "-t", TOKEN.decode(), "--timeout", "5"]
 
 
 @pytest.mark.parametrize(
@@ -322,7 +322,7 @@ def test_client_over_ipv6_with_settings_from_the_environment(monitor: Running, t
         "BUZON_MONITOR_PORT": str(monitor.port),
         "BUZON_MONITOR_TOKEN_FILE": str(token_file),
     }
-    result = run_client("historic", env=env)
+    result = run_client("--v0", "historic", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("Historic connections: 11\n")
 
@@ -457,7 +457,7 @@ def test_client_reports_an_unreadable_token_file(tmp_path: Path) -> None:
 
 
 def test_client_rejects_an_unknown_command() -> None:
-    result = run_client("-t", TOKEN.decode(), "7")
+    result = run_client("--v0", "-t", TOKEN.decode(), "7")
     assert result.returncode == 2
     assert "'7' is not a command" in result.stderr
 

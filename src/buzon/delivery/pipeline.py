@@ -28,7 +28,9 @@ of each state and asks :func:`~buzon.delivery.policy.decide` for the next one:
 
 Counters: ``transform_ok``, ``transform_failed`` (every failed attempt),
 ``transform_retried`` (failed and deferred) and ``transform_fallback``
-(delivered without the transform under the ``deliver`` policy).
+(delivered without the transform under the ``deliver`` policy); ``deliveries``
+(messages released after reaching every recipient) and the gauge ``queue_depth``
+(messages handed over or recovered and not yet delivered).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class DeliveryPipeline:
         for disk in self._disks:
             disk.start()
         for where in recovered:
+            self.counters.queue_depth += 1
             self._dispatch(Job(where, check=True, work=True))
 
     async def stop(self) -> None:
@@ -135,6 +138,7 @@ class DeliveryPipeline:
     def submit(self, where: Location, envelope: Envelope | None = None,
                content: bytes | None = None) -> None:
         """Hand over a message just queued; its bytes are kept in memory if they fit."""
+        self.counters.queue_depth += 1
         job = Job(where)
         if envelope is not None and content is not None and (
             self._cached + len(content) <= self._max_cached
@@ -201,6 +205,8 @@ class DeliveryPipeline:
         self._release(job)
         if error is None:
             self._step(job, Outcome.DELIVERED)
+            self.counters.deliveries += 1
+            self.counters.queue_depth -= 1
             return
         log.warning("delivery of %s deferred: %s", job.where.queue_id, error)
         job.check = True  # a partial delivery may have happened

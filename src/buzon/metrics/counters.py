@@ -10,18 +10,26 @@ Definitions, as documented in docs/metrics.md:
 - ``transform_*``: outcomes of the transform stage (successes, failures, retries,
   deliveries of the original under the failure policy).
 - ``monitor_auth_failures``: monitor requests refused for a bad token.
+- ``deliveries``: messages that left the queue delivered: a copy in ``new/`` of
+  every recipient's Maildir, then the queue record released (one per message).
+- ``refused_messages``: messages whose whole body was received but that were
+  answered 4xx/5xx by the handler at the end of DATA (the queue write failed);
+  see docs/metrics.md for what is not (yet) counted.
+- ``queue_depth``: messages queued and not yet delivered, a gauge (not persisted):
+  being transformed or delivered, or waiting for a retry.
 - ``spool_quarantined``: queue segments moved to ``corrupt/`` because a record in
   them did not read back (each one also logged, naming the segment and the fault).
 
-The values only grow (except ``concurrent_connections``); the monitor protocol
-carries 32 bits, so :func:`wire_u32` saturates at 2**32-1 instead of wrapping.
+The values only grow (except the gauges ``concurrent_connections`` and
+``queue_depth``); monitor v0 carries 32 bits, so :func:`wire_u32` saturates at
+2**32-1 instead of wrapping (v1 carries 64, saturating at 2**64-1).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["Counters", "PERSISTED", "U32_MAX", "wire_u32"]
+__all__ = ["GAUGES", "PERSISTED", "U32_MAX", "Counters", "wire_u32"]
 
 U32_MAX = 0xFFFF_FFFF
 
@@ -46,9 +54,12 @@ class Counters:
     monitor_requests: int = 0
     monitor_auth_failures: int = 0
     spool_quarantined: int = 0
+    deliveries: int = 0
+    refused_messages: int = 0
+    queue_depth: int = 0
 
     def snapshot(self) -> dict[str, int]:
-        """The persisted subset, as plain ints (concurrent connections are not)."""
+        """The persisted subset, as plain ints (the gauges are not)."""
         data = asdict(self)
         return {name: data[name] for name in PERSISTED}
 
@@ -60,6 +71,7 @@ class Counters:
                 setattr(self, name, value)
 
 
-PERSISTED: tuple[str, ...] = tuple(
-    f.name for f in fields(Counters) if f.name != "concurrent_connections"
-)
+GAUGES: tuple[str, ...] = ("concurrent_connections", "queue_depth")
+"""Counters that describe the present, not a history: never persisted."""
+
+PERSISTED: tuple[str, ...] = tuple(f.name for f in fields(Counters) if f.name not in GAUGES)

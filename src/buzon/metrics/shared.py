@@ -15,8 +15,10 @@ threads, under the GIL, exactly as with plain :class:`Counters`), so no lock
 is needed; the supervisor reads all slots and adds its own :class:`Counters`,
 which holds the totals restored from the state file and the monitor's counts.
 A restarted worker keeps its slot's values (they were counted, and are still
-in the totals), except ``concurrent_connections``, which the supervisor zeroes
-when the worker dies: its sessions died with it.
+in the totals), except the gauges ``concurrent_connections`` and
+``queue_depth``, which the supervisor zeroes when the worker dies: its sessions
+died with it, and its successor recounts the queue it recovers. Every slot is
+a signed 64-bit word, so the monitor's v1 reads totals past 2**32 exactly.
 
 The header also carries the transform switch, which only the supervisor
 writes (on an operator's enable/disable) and every worker reads per message.
@@ -83,8 +85,12 @@ class SharedCounters:
         return sum(words[i + step * k] for k in range(self.slots))
 
     def worker_died(self, index: int) -> None:
-        """A worker's sessions died with it: it has no open connections any more."""
-        self.slot(index).concurrent_connections = 0
+        """A worker's sessions died with it, and its queue is recounted by its successor."""
+        slot = self.slot(index)
+        slot.concurrent_connections = 0
+        # Its queued messages are still on disk; the restarted worker recovers them
+        # and counts them again.
+        slot.queue_depth = 0
 
     @property
     def transform_enabled(self) -> bool:

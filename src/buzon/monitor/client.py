@@ -22,7 +22,9 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -38,7 +40,19 @@ from buzon.monitor.wire import (
     encode_request,
 )
 
-__all__ = ["COMMAND_NAMES", "EXIT_NETWORK", "EXIT_NO_REPLY", "EXIT_USAGE", "main", "query"]
+__all__ = [
+    "COMMAND_NAMES",
+    "EXIT_NETWORK",
+    "EXIT_NO_REPLY",
+    "EXIT_USAGE",
+    "NoAnswer",
+    "PortClosed",
+    "exchange",
+    "main",
+    "query",
+]
+
+T = TypeVar("T")
 
 EXIT_USAGE = 2
 EXIT_NO_REPLY = 3
@@ -94,36 +108,48 @@ class NoAnswer(Exception):
         self.refused = refused
 
 
-def query(
-    address: tuple[int, tuple], request: Request, *, timeout: float, retries: int
-) -> Response:
-    """Send ``request`` and wait for the matching reply, resending on timeout.
+class PortClosed(Exception):
+    """The host answered ICMP port unreachable: nothing listens on that port."""
+
+    def __init__(self, tries: int) -> None:
+        super().__init__(f"port unreachable after {tries} tries")
+        self.tries = tries
+
+
+def exchange(
+    address: tuple[int, tuple],
+    datagram: bytes | Callable[[], bytes],
+    accept: Callable[[bytes], T | None],
+    *,
+    timeout: float,
+    retries: int,
+) -> T:
+    """Send ``datagram`` and return the first reply ``accept`` takes, resending on timeout.
 
     Args:
         address: ``(family, sockaddr)`` of the server, as from ``getaddrinfo``.
-        request: the request; its id must be matched by the reply.
+        datagram: the request, resent unchanged after each timeout; or a function
+            making the request for each try (v1: a fresh nonce and timestamp).
+        accept: decodes a received datagram; None (or a ``MonitorError``) when it
+            is not the reply to this request.
         timeout: seconds to wait after each send.
-        retries: how many times to resend the same datagram after a timeout.
-
-    Returns:
-        The first well-formed reply from that address carrying the request's id.
+        retries: how many times to resend after a timeout.
 
     Raises:
         NoAnswer: every try timed out.
+        PortClosed: the kernel reported ICMP port unreachable (ends at once).
         OSError: the datagram could not be sent (no route, ...).
     """
     family, sockaddr = address
-    datagram = encode_request(request)
-    refused = False
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        # Connected: the kernel delivers only datagrams from exactly this peer.
+        # Connected: the kernel delivers only datagrams from exactly this peer, and
+        # reports an ICMP refusal to the next send or recv.
         sock.connect(sockaddr)
-        for _ in range(retries + 1):
+        for attempt in range(1, retries + 2):
             try:
-                sock.send(datagram)
-            except ConnectionRefusedError:  # an ICMP error from the previous try
-                refused = True
-                sock.send(datagram)
+                sock.send(datagram if isinstance(datagram, bytes) else datagram())
+            except ConnectionRefusedError:
+                raise PortClosed(attempt - 1 or 1) from None
             deadline = time.monotonic() + timeout
             while (remaining := deadline - time.monotonic()) > 0:
                 sock.settimeout(remaining)
@@ -132,29 +158,49 @@ def query(
                 except TimeoutError:
                     break
                 except ConnectionRefusedError:
-                    # Nothing listens there (yet); keep waiting out this try, in
-                    # case a restarting server answers the copy we resend.
-                    refused = True
-                    continue
+                    raise PortClosed(attempt) from None
                 try:
-                    response = decode_response(data)
+                    reply = accept(data)
                 except MonitorError:
                     continue
-                if response.request_id == request.request_id:
-                    return response
-    raise NoAnswer(retries + 1, refused)
+                if reply is not None:
+                    return reply
+    raise NoAnswer(retries + 1, False)
 
 
-def _parse_command(text: str) -> Command:
+def query(
+    address: tuple[int, tuple], request: Request, *, timeout: float, retries: int
+) -> Response:
+    """Send a v0 ``request`` and wait for the reply carrying its id (see :func:`exchange`)."""
+
+    def accept(data: bytes) -> Response | None:
+        response = decode_response(data)
+        return response if response.request_id == request.request_id else None
+
+    return exchange(address, encode_request(request), accept, timeout=timeout, retries=retries)
+
+
+def _parse_command(text: str, v0: bool = True) -> Command:
+    """A command by number or name; v1 (``v0=False``) also knows 7-10.
+
+    Raises:
+        argparse.ArgumentTypeError: not a command of that version.
+    """
+    from buzon.monitor.client_v1 import COMMAND_NAMES_V1
+    from buzon.monitor.wire_v1 import CommandV1
+
+    names: dict = COMMAND_NAMES if v0 else COMMAND_NAMES_V1
+    kind: type = Command if v0 else CommandV1
     key = text.strip().lower()
-    if key in COMMAND_NAMES:
-        return COMMAND_NAMES[key]
+    if key in names:
+        return names[key]
     try:
         # "5", "05" and "0x05" all name command 5.
-        return Command(int(key, 16) if key.startswith("0x") else int(key))
+        return kind(int(key, 16) if key.startswith("0x") else int(key))
     except ValueError:
+        last = 6 if v0 else 10
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a command: use 0-6 or one of {', '.join(COMMAND_NAMES)}"
+            f"{text!r} is not a command: use 0-{last} or one of {', '.join(names)}"
         ) from None
 
 
@@ -170,6 +216,8 @@ def _parser() -> argparse.ArgumentParser:
         f"  {EXIT_USAGE}   usage or configuration error, missing or invalid token\n"
         f"  {EXIT_NO_REPLY}   no reply from the server after all tries\n"
         f"  {EXIT_NETWORK}   network error: host unknown, unreachable, or port closed\n"
+        "  17  v1: clock skew past 30 s (Error: Clock skew ...)\n"
+        "  18  v1: request refused as a replay\n"
         f"{statuses}\n\n"
         "Every option can also be set with BUZON_MONITOR_<OPTION> (e.g. BUZON_MONITOR_HOST,\n"
         "BUZON_MONITOR_TOKEN_FILE); a flag wins over the variable."
@@ -181,7 +229,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command", type=_parse_command, metavar="COMMAND", help="0-6 or a name (see commands below)"
+        "command", metavar="COMMAND",
+        help="0-6 or a name (see commands below); v1 adds 7 queue, 8 deliveries, "
+        "9 transform-failures, 10 refused; or 'watch' for a live view",
     )
     parser.add_argument("-H", "--host", help="server host name or address (default localhost)")
     parser.add_argument("-p", "--port", type=int, help="server UDP port (default 2626)")
@@ -195,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, help="seconds to wait for each reply (default 5)")
     parser.add_argument("--retries", type=int, help="resends after a timeout (default 2)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--v0", action="store_true",
+                        help="speak protocol v0 (token in clear, 32-bit counters; the seed's)")
+    parser.add_argument("--interval", type=float, default=2.0,
+                        help="watch: seconds between refreshes (default 2)")
+    parser.add_argument("--count", type=int, default=None,
+                        help="watch: stop after this many refreshes (default: until Ctrl-C)")
     return parser
 
 
@@ -256,7 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     Raises:
         SystemExit: for ``--help``, usage errors and configuration errors (2).
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    watching = not args.v0 and args.command.strip().lower() == "watch"
+    if not watching:
+        try:
+            args.command = _parse_command(args.command, v0=args.v0)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument COMMAND: {error}")
+    if args.interval <= 0 or (args.count is not None and args.count < 1):
+        parser.error("--interval must be positive and --count at least 1")
     options = ("host", "port", "token", "token_file", "timeout", "retries")
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     try:
@@ -275,21 +340,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: cannot resolve {settings.host}: {error.strerror or error}", file=sys.stderr)
         return EXIT_NETWORK
     family, _, _, _, sockaddr = infos[0]
-    request = Request(secrets.randbelow(0x10000), token, args.command)
     try:
-        response = query(
-            (family, sockaddr), request, timeout=settings.timeout, retries=settings.retries
-        )
-    except NoAnswer as error:
-        reason = ": port unreachable" if error.refused else ""
+        if args.v0:
+            request = Request(secrets.randbelow(0x10000), token, args.command)
+            response = query(
+                (family, sockaddr), request, timeout=settings.timeout, retries=settings.retries
+            )
+            return _report(args.command, response, args.json)
+        return _v1((family, sockaddr), token, args, settings, watching)
+    except PortClosed as error:
         tries = f"{error.tries} {'try' if error.tries == 1 else 'tries'}"
-        print(f"Error: no reply from {where} after {tries}{reason}", file=sys.stderr)
-        return EXIT_NETWORK if error.refused else EXIT_NO_REPLY
+        print(f"Error: no reply from {where} after {tries}: port unreachable", file=sys.stderr)
+        return EXIT_NETWORK
+    except NoAnswer as error:
+        tries = f"{error.tries} {'try' if error.tries == 1 else 'tries'}"
+        print(f"Error: no reply from {where} after {tries}", file=sys.stderr)
+        return EXIT_NO_REPLY
     except OSError as error:
         print(f"Error: cannot reach {where}: {error.strerror or error}", file=sys.stderr)
         return EXIT_NETWORK
-    return _report(args.command, response, args.json)
+
+
+def _v1(
+    address: tuple[int, tuple],
+    token: bytes,
+    args: argparse.Namespace,
+    settings: ClientSettings,
+    watching: bool,
+) -> int:
+    from buzon.monitor import client_v1
+    from buzon.monitor.wire_v1 import derive_key
+
+    key = derive_key(token)
+
+    def ask(command: int) -> object:
+        return client_v1.query_v1(
+            address, key, command, timeout=settings.timeout, retries=settings.retries
+        )
+
+    if watching:
+        return client_v1.watch(ask, interval=args.interval, count=args.count,  # type: ignore[arg-type]
+                               out=sys.stdout)
+    return client_v1.report_v1(args.command, ask(args.command), args.json)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main, not this __main__ copy: client_v1 imports
+    # buzon.monitor.client, and its exceptions must be the ones caught here.
+    from buzon.monitor.client import main as _main
+
+    raise SystemExit(_main())

@@ -4,9 +4,12 @@ Theory of operation
 -------------------
 Each bound address gets a :class:`MonitorProtocol` whose ``datagram_received``
 does decode → handle → encode → ``sendto`` through
-:func:`buzon.monitor.handler.respond` and nothing more, with ``loop.time()`` as
-the clock. All listeners of one server share one failure budget
-(:mod:`buzon.monitor.ratelimit`), so IPv4 and IPv6 senders draw on the same one. Work per datagram is a few
+:func:`buzon.monitor.handler.respond` (v0) or
+:func:`buzon.monitor.handler_v1.respond_v1` (v1, told apart by the version byte:
+:func:`buzon.monitor.wire_v1.is_v1`) and nothing more, with ``loop.time()`` as
+the clock (and ``time.time()`` for v1's timestamps). All listeners of one server share one failure budget
+(:mod:`buzon.monitor.ratelimit`, for v0 and v1 alike) and one v1 replay cache,
+so IPv4 and IPv6 senders draw on the same ones. Work per datagram is a few
 microseconds and never awaits, so the monitor runs on the SMTP event loop
 without slowing sessions down.
 
@@ -22,13 +25,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from typing import cast
 
 from buzon.metrics.counters import Counters
 from buzon.monitor.handler import TransformSwitch, respond
+from buzon.monitor.handler_v1 import ReplayCache, respond_v1
 from buzon.monitor.ratelimit import FailureBudget
 from buzon.monitor.wire import TOKEN_SIZE
+from buzon.monitor.wire_v1 import derive_key, is_v1
 from buzon.net import bind_sockets, format_peer
 
 __all__ = ["MonitorProtocol", "start_monitor"]
@@ -40,6 +46,7 @@ log = logging.getLogger("buzon.monitor")
 # (~208 KiB) holds only ~200. Linux caps the request at net.core.rmem_max.
 _RCVBUF = 1 << 21
 
+
 class MonitorProtocol(asyncio.DatagramProtocol):
     """One UDP listener of the monitor; state is shared with its siblings."""
 
@@ -50,11 +57,14 @@ class MonitorProtocol(asyncio.DatagramProtocol):
         token: bytes,
         switch: TransformSwitch,
         limiter: FailureBudget,
+        replay: ReplayCache | None = None,
     ) -> None:
         self.counters = counters
         self.token = token
+        self.key = derive_key(token)
         self.switch = switch
         self.limiter = limiter
+        self.replay = replay if replay is not None else ReplayCache()
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,15 +77,30 @@ class MonitorProtocol(asyncio.DatagramProtocol):
         # itself from reaching the event loop's exception handler on every packet.
         try:
             assert self.transport is not None
-            reply = respond(
-                data,
-                addr[0],
-                counters=self.counters,
-                token=self.token,
-                switch=self.switch,
-                limiter=self.limiter,
-                now=asyncio.get_running_loop().time(),
-            )
+            now = asyncio.get_running_loop().time()
+            if is_v1(data):  # told apart by the version byte; v0 stays byte-exact
+                self.counters.monitor_requests += 1
+                reply = respond_v1(
+                    data,
+                    addr[0],
+                    counters=self.counters,
+                    key=self.key,
+                    switch=self.switch,
+                    limiter=self.limiter,
+                    replay=self.replay,
+                    now=now,
+                    wall=time.time(),
+                )
+            else:
+                reply = respond(
+                    data,
+                    addr[0],
+                    counters=self.counters,
+                    token=self.token,
+                    switch=self.switch,
+                    limiter=self.limiter,
+                    now=now,
+                )
             if reply is not None:
                 self.transport.sendto(reply, addr)
         except Exception:
@@ -122,13 +147,15 @@ async def start_monitor(
         raise ValueError(f"the monitor token must be {TOKEN_SIZE} bytes")
     loop = asyncio.get_running_loop()
     limiter = FailureBudget(failures_per_minute, address_per_minute=address_failures_per_minute)
+    replay = ReplayCache()  # shared by every listener, as the budget is
     sockets = bind_sockets(hosts, port, kind=socket.SOCK_DGRAM, rcvbuf=_RCVBUF)
     transports: list[asyncio.DatagramTransport] = []
     try:
         for sock in sockets:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: MonitorProtocol(
-                    counters=counters, token=token, switch=switch, limiter=limiter
+                    counters=counters, token=token, switch=switch, limiter=limiter,
+                    replay=replay,
                 ),
                 sock=sock,
             )

@@ -76,6 +76,7 @@ class Handler:
             await self.intake.store(queued, content)
         except OSError as error:
             log.error("cannot queue a message from %s: %s", server.peer, error)
+            server.hub.counters.refused_messages += 1
             return str(replies.STORAGE_FULL if error.errno in _FULL else replies.QUEUE_ERROR)
         server.hub.counters.mails_sent += 1
         server.hub.access.accepted(

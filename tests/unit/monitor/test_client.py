@@ -32,7 +32,7 @@ def test_commands_by_number_or_name(text: str, command: Command) -> None:
 @pytest.mark.parametrize("text", ["7", "-1", "255", "", "histor", "0x"])
 def test_unknown_commands_are_usage_errors(text: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as caught:
-        client.main(["-t", "Zq7Kp2Lw", "--", text])
+        client.main(["--v0", "-t", "Zq7Kp2Lw", "--", text])
     assert caught.value.code == client.EXIT_USAGE
     assert "is not a command: use 0-6 or one of historic, concurrent" in capsys.readouterr().err
 
