@@ -28,6 +28,8 @@ commands in order for free. We change:
 * ``eof_received``: a client that half-closes after pipelining its last
   commands (``cat msg | nc -q1``, the seed's own demo) still has them answered;
   aiosmtpd would cancel the session at once and drop what is buffered.
+* Refusals (:mod:`buzon.smtp.refusals`): every 4xx/5xx reply to a command is
+  an access-log line with its verb, code and the envelope so far.
 * HELO/EHLO are not required before MAIL, as in the seed and Postfix's default;
   a HELO/EHLO name with a control character gets ``501 5.5.2``.
 * ``smtp_HELP`` answers ``214`` with the commands that exist; ``AUTH`` is taken
@@ -60,6 +62,7 @@ from buzon.net import format_peer
 from buzon.smtp import replies
 from buzon.smtp.admission import Clients, MemoryBudget, hang_up, refuse
 from buzon.smtp.commands import Commands, drop_auth
+from buzon.smtp.refusals import Refusals
 from buzon.smtp.replies import Reply
 from buzon.smtp.syntax import SyntaxFault, parse_mail, parse_rcpt
 from buzon.smtp.transfer import DataTransfer
@@ -119,7 +122,7 @@ class BuzonEnvelope(Envelope):
         self.mailboxes: list[str] = []
 
 
-class BuzonSMTP(Commands, DataTransfer):
+class BuzonSMTP(Commands, DataTransfer, Refusals):
     """One SMTP session."""
 
     def __init__(self, handler: Any, hub: Hub) -> None:
@@ -230,22 +233,6 @@ class BuzonSMTP(Commands, DataTransfer):
         self._client_connected_cb = None
         self.command_size_limits = collections.defaultdict(int)
 
-    def _cb_client_connected(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        super()._cb_client_connected(reader, writer)
-        read_line = reader.readuntil
-
-        async def readuntil(separator: bytes = b"\n") -> bytes:
-            try:
-                return await read_line(separator)
-            except asyncio.IncompleteReadError:
-                # EOF after the last complete line: end the session the way
-                # aiosmtpd ends it on a reset (its handlers expect a cancel).
-                raise asyncio.CancelledError from None
-
-        reader.readuntil = readuntil  # type: ignore[method-assign]
-
     def eof_received(self) -> bool | None:
         # Feed EOF to the reader and keep the transport open for our replies; the
         # session ends when the reader runs dry (see _cb_client_connected).
@@ -283,6 +270,8 @@ class BuzonSMTP(Commands, DataTransfer):
         else:
             data = _wire(str(status))
         self.hub.counters.bytes_transferred += len(data)
+        if data[0] in b"45":  # a refusal (rare): logged with its command
+            self._refused(data)
         self._writer.write(data)
         await self._writer.drain()
 
@@ -300,6 +289,7 @@ class BuzonSMTP(Commands, DataTransfer):
             return
         data = (line + "\r\n").encode("ascii", "replace")
         self.hub.counters.bytes_transferred += len(data)
+        self._refused(data)  # a 421 to a command (MAIL, DATA); none from a timer between them
         transport.write(data)
         hang_up(transport, self.loop)
 

@@ -48,6 +48,7 @@ class DataTransfer(SMTP):
     _last_activity: float
     _messages: int
     _expired: bool
+    _line: bytes | None
 
     def say_and_close(self, line: str) -> None:
         raise NotImplementedError
@@ -77,6 +78,7 @@ class DataTransfer(SMTP):
             budget.give(self._held)
             self._held = 0
         if self._expired:
+            self._line = None  # DATA is answered: this 421 refuses no command
             self.say_and_close(replies.SESSION_TOO_LONG.format(self.hostname))
 
     def _grant(self, need: int) -> int:
@@ -108,15 +110,21 @@ class DataTransfer(SMTP):
             raise asyncio.CancelledError
         result = str(refusal) if refusal else dataread.finish(raw, max_size=limit)
         del raw
+        # Each reply is pushed before the envelope is reset, so a refusal's
+        # access-log line names the sender and recipients it refused.
         if isinstance(result, str):
-            self._set_post_data_state()
-            await self.push(result)
+            try:
+                await self.push(result)
+            finally:
+                self._set_post_data_state()
             return
         self.envelope.content = self.envelope.original_content = result
         del result
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
         if status.startswith("250"):
             self._messages += 1
-        await self.push(status)
+        try:
+            await self.push(status)
+        finally:
+            self._set_post_data_state()
         self._reset_timeout()  # the idle period starts after the (maybe slow) queue write
