@@ -280,6 +280,7 @@ class Buzon(Server):
         env.update(
             BUZON_SMTP_LISTEN="127.0.0.1",
             BUZON_MONITOR_LISTEN="127.0.0.1",
+            BUZON_HTTP_LISTEN="",  # no /metrics listener: it would hold port 9025
             BUZON_LOG_LEVEL="WARNING",
             BUZON_MAX_CONNECTIONS="60000",
             BUZON_FSYNC="true",  # as shipped; never benchmark without durability

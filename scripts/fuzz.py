@@ -308,7 +308,8 @@ def run_live(count: int, seed: int, concurrency: int = 16) -> float:
         log = Path(tmp) / "server.log"
         env = {**os.environ, "BUZON_SMTP_LISTEN": "127.0.0.1", "BUZON_MONITOR_LISTEN": "127.0.0.1",
                "BUZON_FSYNC": "false", "BUZON_MAX_MESSAGE_SIZE": "65536",
-               "BUZON_IDLE_TIMEOUT": "30", "BUZON_HOSTNAME": "fuzz.test"}
+               "BUZON_IDLE_TIMEOUT": "30", "BUZON_HOSTNAME": "fuzz.test",
+               "BUZON_HTTP_LISTEN": ""}  # no /metrics listener on the default port
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "buzon", "-p", str(port), "-P", str(_free_port(udp=True)),

@@ -87,6 +87,9 @@ class ServerSettings(BaseSettings):
         ),
     )
     monitor_port: int = Field(2626, ge=0, le=65535, description="Monitor UDP port (flag -P).")
+    http_listen: str = Field("127.0.0.1", description=(
+        "Addresses of the HTTP listener (/metrics, /healthz, /readyz); empty: no listener."))
+    http_port: int = Field(9025, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz.")
     monitor_token: SecretStr | None = Field(
         None,
         description=(
@@ -249,9 +252,9 @@ class ServerSettings(BaseSettings):
         ),
     )
     access_log_file: Path | None = Field(
-        None,
-        description="Also append the access log to this file (created mode 0640).",
-    )
+        None, description="Also append the access log to this file (created mode 0640).")
+    access_log_format: str = Field("text", pattern="^(text|json)$", description=(
+        "Access log lines: 'text' (one key=value token per field) or 'json' (JSON lines)."))
     log_level: str = Field(
         "INFO",
         pattern="^(DEBUG|INFO|WARNING|ERROR)$",
@@ -270,10 +273,11 @@ class ServerSettings(BaseSettings):
         ),
     )
 
-    @field_validator("smtp_listen", "monitor_listen")
+    @field_validator("smtp_listen", "monitor_listen", "http_listen")
     @classmethod
-    def _check_listen(cls, value: str) -> str:
-        parse_listen(value)
+    def _check_listen(cls, value: str, info: Any) -> str:  # info: pydantic's ValidationInfo
+        if value.strip() or info.field_name != "http_listen":  # no HTTP addresses: off
+            parse_listen(value)
         return value
 
     @field_validator("client_limit_exempt")

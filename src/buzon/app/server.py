@@ -12,8 +12,8 @@ part. The path of a message reads down the packages it wires together::
 recover the spool (half-written files dropped, queued ones handed to the
 delivery pipeline), bind the SMTP listeners (:func:`buzon.net.bind_sockets`) on
 the application's own event loop (no aiosmtpd ``Controller``: its self-connect
-at start would count as a connection), bind the UDP monitor, start the
-periodic metrics snapshot.
+at start would count as a connection), bind the UDP monitor and the HTTP
+listener (``/metrics``, ``/readyz``), start the periodic metrics snapshot.
 
 ``shutdown`` (on SIGTERM/SIGINT, whose handlers only set an event):
 stop accepting; sessions idle between transactions get ``421`` and are closed;
@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from buzon.accesslog import AccessLog
-from buzon.app.wiring import build_transform, loop_factory, open_monitor, restore_state
+from buzon.app.wiring import build_transform, loop_factory, open_http, open_monitor, restore_state
 from buzon.config import ServerSettings
 from buzon.delivery import DeliveryPipeline, Rules
 from buzon.metrics import Counters
 from buzon.metrics.keeper import StateKeeper
 from buzon.metrics.shared import SharedCounters
 from buzon.net import bind_sockets, format_address
+from buzon.observe import HttpListener, queue_problem
 from buzon.smtp import replies
 from buzon.smtp.handler import Handler
 from buzon.smtp.session import BuzonSMTP, Hub, Limits, refuse_busy
@@ -82,6 +83,8 @@ class Server:
         self.shared: SharedCounters | None = None
         self.smtp_addresses: list[tuple[str, int]] = []
         self.monitor_addresses: list[tuple[str, int]] = []
+        self.http: HttpListener | None = None
+        self._queue_dirs: tuple[Path, ...] = ()
         self._stop = asyncio.Event()
         self._servers: list[Any] = []  # asyncio or uvloop servers
         self._monitor: list[asyncio.BaseTransport] = []
@@ -113,6 +116,7 @@ class Server:
         # The work area is apart from the spool: the only data a sidecar shares.
         spool = Spool(shard_root(spool_root, index), fsync=s.fsync,
                       work=work_root(s.data_dir / "work", index))
+        self._queue_dirs = (spool.incoming, spool.queue)
         transform = build_transform(s, s.data_dir / "work")
         if role is None:
             self.keeper = StateKeeper(self.state_path, self.counters, fsync=s.fsync)
@@ -162,7 +166,7 @@ class Server:
                 data_memory_budget=max(-(-s.data_memory_budget // workers), s.max_message_size),
             ),
             self.counters,
-            AccessLog(s.access_log_file),
+            AccessLog(s.access_log_file, fmt=s.access_log_format),
         )
         self.intake = Intake(spool, on_stored=self.delivery.submit)
         self.intake.start()
@@ -171,19 +175,32 @@ class Server:
             self.monitor_addresses, self._monitor = await open_monitor(
                 s, self.counters, self.switch
             )
+            self.http = await open_http(s, self.counters, self.switch, self._not_ready)
             self._tasks.append(
                 asyncio.create_task(self.keeper.snapshots(), name="metrics-snapshot")
             )
         log.info(
-            "buzon %s, pid %d, SMTP on %s, monitor on %s, transforms %s",
+            "buzon %s, pid %d, SMTP on %s, monitor on %s, HTTP on %s, transforms %s",
             "started" if role is None else f"worker {role.index} started",
             os.getpid(),
             ", ".join(format_address(h, p) for h, p in self.smtp_addresses),
             ", ".join(format_address(h, p) for h, p in self.monitor_addresses)
             or ("the supervisor's" if role else "off"),
+            ", ".join(format_address(h, p) for h, p in self.http_addresses)
+            or ("the supervisor's" if role else "off"),
             ("enabled" if self.switch.enabled else "disabled")
             if self.switch.configured else "not configured",
         )
+
+    @property
+    def http_addresses(self) -> list[tuple[str, int]]:
+        return [] if self.http is None else self.http.addresses
+
+    def _not_ready(self) -> str | None:
+        """``/readyz``: None when the queue can take a message and deliveries run."""
+        if self.hub is None or self.hub.stopping:
+            return "shutting down"
+        return queue_problem(self._queue_dirs, self.settings.max_message_size)
 
     async def _start_smtp(self, handler: Handler) -> None:
         assert self.hub is not None and self._loop is not None
@@ -259,6 +276,8 @@ class Server:
             await self.delivery.stop()
         for transport in self._monitor:
             transport.close()
+        if self.http is not None:
+            await self.http.close()
         if self.keeper is not None and self.keeper.switch is not None:
             await self.keeper.final_save()
         if hub is not None:

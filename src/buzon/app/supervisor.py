@@ -39,12 +39,14 @@ import sys
 import time
 from typing import Any
 
-from buzon.app.wiring import build_transform, loop_factory, open_monitor, restore_state
+from buzon.app.wiring import build_transform, loop_factory, open_http, open_monitor, restore_state
 from buzon.config import ServerSettings
 from buzon.metrics import Counters
 from buzon.metrics.keeper import StateKeeper
 from buzon.metrics.shared import SharedCounters, Totals
 from buzon.net import format_address, reserve
+from buzon.observe import HttpListener, queue_problem
+from buzon.spool import shard_root
 from buzon.transform.switch import TransformSwitch
 
 __all__ = ["Supervisor"]
@@ -73,6 +75,7 @@ class Supervisor:
         self.smtp_port = 0
         self.smtp_addresses: list[tuple[str, int]] = []
         self.monitor_addresses: list[tuple[str, int]] = []
+        self.http: HttpListener | None = None
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self._reserved: list[socket.socket] = []
         self._monitor: list[asyncio.BaseTransport] = []
@@ -122,15 +125,30 @@ class Supervisor:
         for i in range(s.workers):
             self._tasks.append(asyncio.create_task(self._watch(i), name=f"watch-worker-{i}"))
         self.monitor_addresses, self._monitor = await open_monitor(s, self.counters, self.switch)
+        self.http = await open_http(s, self.counters, self.switch, self._not_ready)
         self._tasks.append(asyncio.create_task(self.keeper.snapshots(), name="metrics-snapshot"))
         log.info(
-            "buzon started, supervisor pid %d, %d workers (pids %s), SMTP on %s, monitor on %s",
+            "buzon started, supervisor pid %d, %d workers (pids %s), SMTP on %s, monitor on %s, "
+            "HTTP on %s",
             os.getpid(),
             s.workers,
             ", ".join(str(p.pid) for p in self.procs.values()),
             ", ".join(format_address(h, p) for h, p in self.smtp_addresses),
             ", ".join(format_address(h, p) for h, p in self.monitor_addresses),
+            ", ".join(format_address(h, p) for h, p in self.http.addresses) if self.http else "off",
         )
+
+    def _not_ready(self) -> str | None:
+        """``/readyz``: every worker runs and every spool shard can take a message."""
+        if self._stopping:
+            return "shutting down"
+        for index, proc in sorted(self.procs.items()):
+            if proc.returncode is not None:
+                return f"worker {index} is not running (exit status {proc.returncode})"
+        spool = self.settings.data_dir / "spool"
+        shards = [shard_root(spool, i) for i in range(self.settings.workers)]
+        dirs = [d for root in shards for d in (root / "incoming", root / "queue")]
+        return queue_problem(dirs, self.settings.max_message_size)
 
     async def _spawn(self, index: int) -> None:
         """Start worker ``index`` and wait until it listens."""
@@ -223,6 +241,8 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for transport in self._monitor:
             transport.close()
+        if self.http is not None:
+            await self.http.close()
         if self.keeper is not None and self.keeper.switch is not None:
             await self.keeper.final_save()
         for sock in self._reserved:

@@ -18,7 +18,9 @@ from buzon.metrics.keeper import StateKeeper
 from buzon.transform import Transform, build_transforms, load_key
 from buzon.transform.switch import TransformSwitch
 
-__all__ = ["ConfigError", "build_transform", "loop_factory", "open_monitor", "restore_state"]
+__all__ = [
+    "ConfigError", "build_transform", "loop_factory", "open_http", "open_monitor", "restore_state",
+]
 
 log = logging.getLogger("buzon")
 
@@ -112,6 +114,21 @@ async def open_monitor(
         failures_per_minute=settings.monitor_auth_failures_per_minute,
     )
     return [t.get_extra_info("sockname")[:2] for t in transports], list(transports)
+
+
+async def open_http(
+    settings: ServerSettings, counters: Any, switch: Any, not_ready: Callable[[], str | None]
+) -> Any:
+    """Bind the HTTP listener (/metrics, /healthz, /readyz), or None when it is off."""
+    from buzon.net import parse_listen
+    from buzon.observe import registry_for, routes, start_http
+
+    if not settings.http_listen.strip():
+        return None
+    registry = registry_for(counters, lambda: bool(switch.configured and switch.enabled))
+    return await start_http(
+        parse_listen(settings.http_listen), settings.http_port, routes(registry, not_ready)
+    )
 
 
 def loop_factory(name: str) -> Any:
