@@ -98,6 +98,7 @@ def settings_for(tmp: Path, **overrides: Any) -> ServerSettings:
         smtp_port=0,
         monitor_listen="127.0.0.1",
         monitor_port=0,
+        http_port=0,  # a free port: servers of parallel tests never share 9025
         data_dir=tmp / "data",
         hostname="mx.test",
         monitor_token="t0k3n-ok",
@@ -192,6 +193,7 @@ class ServerProcess:
             **os.environ,
             "BUZON_SMTP_LISTEN": "127.0.0.1",
             "BUZON_MONITOR_LISTEN": "127.0.0.1",
+            "BUZON_HTTP_PORT": "0",
             "BUZON_HOSTNAME": "mx.test",
             "BUZON_RETRY_BACKOFF": "0.1",
             **(env or {}),
@@ -202,12 +204,21 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         handle = open(self.log, "ab")
+        since = handle.tell()  # the log is appended to across restarts: read this start's part
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=handle, stderr=handle)
         handle.close()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()}")
+            # Ready when the start line is logged: it comes after every listener is bound.
+            # With BUZON_WORKERS the SMTP port answers (the workers') before the supervisor
+            # has bound the monitor and the HTTP listener.
+            with open(self.log, "rb") as log:
+                log.seek(since)
+                if b"buzon started," not in log.read():
+                    time.sleep(0.05)
+                    continue
             with contextlib.suppress(OSError), socket.create_connection(
                 ("127.0.0.1", self.port), timeout=1
             ) as probe:
