@@ -39,6 +39,7 @@ from buzon.monitor.wire import (
     decode_response,
     encode_request,
 )
+from buzon.net import format_address
 
 __all__ = [
     "COMMAND_NAMES",
@@ -268,8 +269,23 @@ def _token(args: argparse.Namespace, settings: ClientSettings) -> bytes:
     )
 
 
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def print_answer(
+    *, identifier: int, name: str, status: str, ok: bool, value: int | bool, line: str,
+    error: str, as_json: bool,
+) -> None:
+    """Print one answer on stdout, in v0's text (``Identifier:`` and the value line) or
+    as one JSON object; shared by both protocol versions so their output stays alike."""
+    if as_json:
+        result: dict[str, object] = {"identifier": identifier, "command": name,
+                                     "status": status}
+        if ok:
+            result["value"] = value
+        else:
+            result["error"] = error
+        print(json.dumps(result))
+    elif ok:
+        print(f"Identifier: {identifier}")
+        print(line)
 
 
 def _report(command: Command, response: Response, as_json: bool) -> int:
@@ -280,20 +296,9 @@ def _report(command: Command, response: Response, as_json: bool) -> int:
     else:
         value = response.flag
         line = f"Transformations: {'enabled' if value else 'disabled'}"
-    if as_json:
-        result: dict[str, object] = {
-            "identifier": response.request_id,
-            "command": _NAME_OF[command],
-            "status": response.status.name.lower(),
-        }
-        if ok:
-            result["value"] = value
-        else:
-            result["error"] = _ERROR_TEXT[response.status]
-        print(json.dumps(result))
-    elif ok:
-        print(f"Identifier: {response.request_id}")
-        print(line)
+    print_answer(identifier=response.request_id, name=_NAME_OF[command],
+                 status=response.status.name.lower(), ok=ok, value=value, line=line,
+                 error=_ERROR_TEXT.get(response.status, ""), as_json=as_json)
     if ok:
         return 0
     print(f"Error: {_ERROR_TEXT[response.status]}", file=sys.stderr)
@@ -333,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     except TokenError as error:
         print(f"Error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    where = _show(settings.host, settings.port)
+    where = format_address(settings.host, settings.port)
     try:
         infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_DGRAM)
     except OSError as error:

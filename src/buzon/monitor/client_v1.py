@@ -18,14 +18,13 @@ It stops after ``--count`` refreshes, or on Ctrl-C.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
-from buzon.monitor.client import EXIT_STATUS_BASE, exchange
+from buzon.monitor.client import EXIT_STATUS_BASE, exchange, print_answer
 from buzon.monitor.wire_v1 import (
     CommandV1,
     RequestV1,
@@ -125,20 +124,9 @@ def report_v1(command: CommandV1, response: ResponseV1, as_json: bool) -> int:
     else:
         value = response.value != 0
         line = f"Transformations: {'enabled' if value else 'disabled'}"
-    if as_json:
-        result: dict[str, object] = {
-            "identifier": response.nonce,
-            "command": NAME_OF_V1[command],
-            "status": response.status.name.lower(),
-        }
-        if ok:
-            result["value"] = value
-        else:
-            result["error"] = ERROR_TEXT_V1[response.status]
-        print(json.dumps(result))
-    elif ok:
-        print(f"Identifier: {response.nonce}")
-        print(line)
+    print_answer(identifier=response.nonce, name=NAME_OF_V1[command],
+                 status=response.status.name.lower(), ok=ok, value=value, line=line,
+                 error=ERROR_TEXT_V1.get(response.status, ""), as_json=as_json)
     if ok:
         return 0
     text = ERROR_TEXT_V1[response.status]

@@ -182,15 +182,7 @@ def respond(
         log.debug("monitor: no reply to %s: %s", source, error)
         return None
     except AuthFailed as error:
-        counters.monitor_auth_failures += 1
-        if limiter.record_failure(source, now):
-            log.warning(
-                "monitor: failed-authentication budget spent (last from %s); only "
-                "recently authenticated addresses are answered until it refills",
-                source,
-            )
-        else:
-            log.info("monitor: authentication failed from %s", source)
+        count_auth_failure(counters, limiter, source, now, "authentication failed")
         response = error.response()
     except Reject as error:
         log.debug("monitor: rejected request from %s: %s", source, error)
@@ -202,6 +194,23 @@ def respond(
             return None
     return encode_response(response)
 
+
+
+def count_auth_failure(
+    counters: Counters, limiter: FailureBudget, source: Hashable, now: float, what: str
+) -> None:
+    """What a failed authentication costs, in v0 and v1 alike: it is counted, spends the
+    failure budget, and is logged (a warning, at most once a minute, when the budget is
+    spent; else one info line saying ``what`` happened)."""
+    counters.monitor_auth_failures += 1
+    if limiter.record_failure(source, now):
+        log.warning(
+            "monitor: failed-authentication budget spent (last from %s); only "
+            "recently authenticated addresses are answered until it refills",
+            source,
+        )
+    else:
+        log.info("monitor: %s from %s", what, source)
 
 def _unexpected(datagram: bytes) -> Response | None:
     # Only a datagram that could be a request earns a 0x06: it must carry an id to

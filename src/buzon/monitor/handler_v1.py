@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-from buzon.monitor.handler import TransformSwitch
+from buzon.monitor.handler import TransformSwitch, count_auth_failure
 from buzon.monitor.ratelimit import FailureBudget
 from buzon.monitor.wire import NoReply
 from buzon.monitor.wire_v1 import (
@@ -163,15 +163,7 @@ def respond_v1(
         log.debug("monitor: no reply to %s: %s", source, error)
         return None
     except BadMac as error:
-        counters.monitor_auth_failures += 1
-        if limiter.record_failure(source, now):
-            log.warning(
-                "monitor: failed-authentication budget spent (last from %s); only "
-                "recently authenticated addresses are answered until it refills",
-                source,
-            )
-        else:
-            log.info("monitor: v1 authentication failed from %s", source)
+        count_auth_failure(counters, limiter, source, now, "v1 authentication failed")
         response = ResponseV1(error.nonce, StatusV1.AUTH_FAILED)
     except LongRequestV1 as error:
         response = ResponseV1(error.nonce, StatusV1.BAD_REQUEST)
