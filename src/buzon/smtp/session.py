@@ -22,9 +22,10 @@ commands in order for free. We change:
 * ``smtp_DATA`` (:mod:`buzon.smtp.transfer`): the body is read in large chunks
   (:mod:`buzon.smtp.dataread`) rather than line by line, under a deadline for
   the whole transfer and a reservation from the shared memory budget.
-* ``smtp_MAIL`` / ``smtp_RCPT``: parsed by the pure :mod:`buzon.smtp.syntax`
-  (null sender accepted, seed error codes, SIZE, recipient limit, mailbox
-  safety) instead of aiosmtpd's parser, which refuses ``MAIL FROM:<>``.
+* ``smtp_MAIL`` / ``smtp_RCPT`` (:mod:`buzon.smtp.transaction`): parsed by the
+  pure :mod:`buzon.smtp.syntax` (null sender accepted, seed error codes, SIZE,
+  recipient limit, mailbox safety) instead of aiosmtpd's parser, which refuses
+  ``MAIL FROM:<>``.
 * ``eof_received``: a client that half-closes after pipelining its last
   commands (``cat msg | nc -q1``, the seed's own demo) still has them answered;
   aiosmtpd would cancel the session at once and drop what is buffered.
@@ -54,8 +55,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import Envelope
-
 from buzon.accesslog import AccessLog
 from buzon.metrics.counters import Counters
 from buzon.net import format_peer
@@ -64,9 +63,8 @@ from buzon.smtp.admission import Clients, MemoryBudget, hang_up, refuse
 from buzon.smtp.commands import Commands, drop_auth
 from buzon.smtp.refusals import Refusals
 from buzon.smtp.replies import Reply
-from buzon.smtp.syntax import SyntaxFault, parse_mail, parse_rcpt
+from buzon.smtp.transaction import BuzonEnvelope, Transaction
 from buzon.smtp.transfer import DataTransfer
-from buzon.storage.mailbox import UnsafeMailbox, mailbox_name
 
 __all__ = ["BuzonEnvelope", "BuzonSMTP", "Hub", "Limits", "refuse_busy"]
 
@@ -114,15 +112,7 @@ class Hub:
         self.budget = MemoryBudget(self.limits.data_memory_budget)
 
 
-class BuzonEnvelope(Envelope):
-    """aiosmtpd's envelope plus the vetted mailbox name of each recipient."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mailboxes: list[str] = []
-
-
-class BuzonSMTP(Commands, DataTransfer, Refusals):
+class BuzonSMTP(Commands, Transaction, DataTransfer, Refusals):
     """One SMTP session."""
 
     def __init__(self, handler: Any, hub: Hub) -> None:
@@ -333,55 +323,6 @@ class BuzonSMTP(Commands, DataTransfer, Refusals):
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         return False
-
-    # -- MAIL / RCPT (RFC 5321 §4.1.1.2-3) ---------------------------------------------------
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        assert self.envelope is not None and self.session is not None
-        if self.hub.stopping:
-            self.say_and_close(replies.SHUTTING_DOWN.format(self.hostname))
-            return
-        if self._expired:
-            self.say_and_close(replies.SESSION_TOO_LONG.format(self.hostname))
-            return
-        if self._messages >= self.hub.limits.max_messages_per_session:
-            self.say_and_close(replies.TOO_MANY_MESSAGES.format(self.hostname))
-            return
-        if self.envelope.mail_from is not None:
-            await self.push(replies.NESTED_MAIL)
-            return
-        try:
-            args = parse_mail(
-                arg, extended=self.session.extended_smtp, max_size=self.data_size_limit or 0
-            )
-        except SyntaxFault as fault:
-            await self.push(fault.reply)
-            return
-        self.envelope.mail_from = args.address
-        self.envelope.mail_options.extend(f"{k}={v}" if v else k for k, v in args.params.items())
-        await self.push(replies.MAIL_OK)
-
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        envelope = self.envelope
-        assert isinstance(envelope, BuzonEnvelope) and self.session is not None
-        if envelope.mail_from is None:
-            await self.push(replies.NEED_MAIL)
-            return
-        try:
-            args = parse_rcpt(arg, extended=self.session.extended_smtp)
-        except SyntaxFault as fault:
-            await self.push(fault.reply)
-            return
-        if len(envelope.rcpt_tos) >= self.hub.limits.max_recipients:
-            await self.push(replies.TOO_MANY_RECIPIENTS)
-            return
-        try:
-            mailbox = mailbox_name(args.address)
-        except UnsafeMailbox:
-            await self.push(replies.UNSAFE_MAILBOX)
-            return
-        envelope.rcpt_tos.append(args.address)
-        envelope.mailboxes.append(mailbox)
-        await self.push(replies.RCPT_OK)
 
 
 def refuse_busy(hub: Hub) -> asyncio.Protocol:

@@ -1,63 +1,31 @@
-"""Settings: one pydantic-settings class per process, built once in ``main()``.
+"""Settings of the ``buzon`` server process: the core knobs, plus one mixin per concern.
 
-Theory of operation
--------------------
-Every knob is an environment variable with a prefix (``BUZON_`` for the server,
-``BUZON_MONITOR_`` for the monitor client), documented by its ``Field``
-description and bounded where a bound makes sense. The seed's command-line flags
-(``-p -P -u -T``) are parsed with argparse and passed as initialiser keyword
-arguments, which pydantic-settings ranks above the environment, so a flag always
-wins over a variable. A bad value stops start-up with one line per error naming
-the variable, and exit status 2; the input value is never echoed, so a secret
-cannot leak into logs.
+The mail-host settings (domains, the recipient directory), the TLS settings and the
+message-handling settings live in modules of their own (:mod:`.mailhost`, :mod:`.tls`,
+:mod:`.messages`); :class:`ServerSettings` inherits them, so there is still one model,
+one ``BUZON_`` prefix and one place that reports a bad value.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import socket
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from buzon import __version__
+from buzon.config.common import validate_token
+from buzon.config.mailhost import MailHostSettings
+from buzon.config.messages import MessageSettings
+from buzon.config.tls import TlsSettings
 from buzon.net import parse_listen
 
-__all__ = [
-    "ClientSettings",
-    "ServerSettings",
-    "TOKEN_LENGTH",
-    "exit_on_invalid",
-    "load_server_settings",
-    "validate_token",
-]
-
-#: SPEC §6: the monitor token is exactly 8 bytes on the wire.
-TOKEN_LENGTH = 8
-
-# Tokens that appear in the seed's documentation or are obvious guesses: a server
-# that accepted one would be open to anyone who read the report.
-_KNOWN_TOKENS = frozenset({"secretpa", "mipass23", "changeme", "password", "12345678", "00000000"})
+__all__ = ["ServerSettings"]
 
 
-def validate_token(value: str) -> str:
-    """Check a monitor token: 8 printable ASCII characters, not a well-known one.
-
-    Raises:
-        ValueError: with a message that never contains the token itself.
-    """
-    if len(value) != TOKEN_LENGTH or not value.isascii() or not value.isprintable():
-        raise ValueError(f"must be exactly {TOKEN_LENGTH} printable ASCII characters")
-    if value.lower() in _KNOWN_TOKENS:
-        raise ValueError("is a well-known default token; choose a secret one")
-    return value
-
-
-class ServerSettings(BaseSettings):
+class ServerSettings(MailHostSettings, TlsSettings, MessageSettings):
     """Configuration of the ``buzon`` SMTP server process."""
 
     model_config = SettingsConfigDict(
@@ -326,75 +294,3 @@ class ServerSettings(BaseSettings):
     def mail_dir(self) -> Path:
         assert self.mail_root is not None
         return self.mail_root
-
-
-class ClientSettings(BaseSettings):
-    """Configuration of the ``monitor-client`` command."""
-
-    model_config = SettingsConfigDict(env_prefix="BUZON_MONITOR_", extra="ignore")
-
-    host: str = Field("localhost", min_length=1, description="Monitor server host name or address.")
-    port: int = Field(2626, ge=1, le=65535, description="Monitor server UDP port.")
-    token: SecretStr | None = Field(None, description="The 8-character monitor token.")
-    token_file: Path | None = Field(
-        None, description="File holding the token (the server's <data_dir>/monitor.token)."
-    )
-    timeout: float = Field(5.0, gt=0, le=60, description="Seconds to wait for each reply.")
-    retries: int = Field(2, ge=0, le=10, description="Resends (same id) after a timeout.")
-
-    @field_validator("token")
-    @classmethod
-    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
-        # The same rule as the server's: a token it would refuse is an error here too.
-        if value is not None:
-            validate_token(value.get_secret_value())
-        return value
-
-
-def exit_on_invalid(error: ValidationError, prefix: str) -> NoReturn:
-    """Print one line per validation error, naming the variable, and exit 2.
-
-    ``include_input=False`` keeps the offending value (possibly a token) out of the
-    message.
-    """
-    for item in error.errors(include_input=False, include_url=False):
-        name = prefix + "_".join(str(p) for p in item["loc"]).upper() if item["loc"] else prefix
-        print(f"buzon: configuration error: {name}: {item['msg']}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def _server_parser() -> argparse.ArgumentParser:
-    # -h is the seed's help flag and -v its version flag, so argparse's own help is
-    # replaced rather than shadowed.
-    parser = argparse.ArgumentParser(
-        prog="buzon",
-        add_help=False,
-        description="Buzón SMTP server. Flags override BUZON_* environment variables.",
-    )
-    parser.add_argument("-h", "--help", action="help", help="show this help and exit")
-    parser.add_argument(
-        "-v", "--version", action="version", version=f"buzon {__version__}",
-        help="print the version and exit",
-    )
-    parser.add_argument("-p", dest="smtp_port", type=int, help="SMTP port (BUZON_SMTP_PORT)")
-    parser.add_argument("-P", dest="monitor_port", type=int, help="monitor UDP port")
-    parser.add_argument("-u", dest="monitor_token", help="monitor token, 8 characters")
-    parser.add_argument("-T", dest="transform", help="transform program, e.g. tac")
-    parser.add_argument("-d", dest="data_dir", type=Path, help="data directory")
-    return parser
-
-
-def load_server_settings(argv: list[str] | None = None, **overrides: Any) -> ServerSettings:
-    """Build the server settings from flags, environment and defaults, or exit 2.
-
-    Args:
-        argv: command-line arguments (without the program name).
-        overrides: extra initialiser values (tests), ranked like flags.
-    """
-    args = _server_parser().parse_args(argv)
-    kwargs = {k: v for k, v in vars(args).items() if v is not None}
-    kwargs.update(overrides)
-    try:
-        return ServerSettings(**kwargs)
-    except ValidationError as error:
-        exit_on_invalid(error, "BUZON_")
