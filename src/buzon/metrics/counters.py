@@ -15,6 +15,8 @@ Definitions, as documented in docs/metrics.md:
 - ``refused_messages``: messages whose whole body was received but that were
   answered 4xx/5xx by the handler at the end of DATA (the queue write failed);
   see docs/metrics.md for what is not (yet) counted.
+- ``tls_sessions``: TLS handshakes completed on SMTP connections (STARTTLS or
+  the implicit-TLS listener).
 - ``queue_depth``: messages queued and not yet delivered, a gauge (not persisted):
   being transformed or delivered, or waiting for a retry.
 - ``spool_quarantined``: queue segments moved to ``corrupt/`` because a record in
@@ -56,6 +58,7 @@ class Counters:
     spool_quarantined: int = 0
     deliveries: int = 0
     refused_messages: int = 0
+    tls_sessions: int = 0
     queue_depth: int = 0
 
     def snapshot(self) -> dict[str, int]:

@@ -69,6 +69,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("refused_messages", "buzon_messages_refused",
            "Messages received whole but refused at the end of DATA because the queue "
            "could not store them."),
+    Metric("tls_sessions", "buzon_smtp_tls_sessions",
+           "TLS handshakes completed on SMTP connections (STARTTLS or implicit TLS)."),
     Metric("deliveries", "buzon_deliveries",
            "Messages delivered to every recipient's Maildir and released from the queue."),
     Metric("queue_depth", "buzon_queue_depth",
