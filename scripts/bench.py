@@ -55,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,7 +251,11 @@ class Server:
         """Remove delivered files (new/ and cur/), as a mail reader would."""
         if not self.mail.is_dir():
             return
-        for box in os.scandir(self.mail):
+        boxes = list(os.scandir(self.mail))  # Postfix: mail/<local>; Buzón: mail/<domain>/<local>
+        for top in list(boxes):
+            with contextlib.suppress(NotADirectoryError):
+                boxes.extend(os.scandir(top.path))
+        for box in boxes:
             for sub in ("new", "cur"):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     for f in os.scandir(os.path.join(box.path, sub)):
@@ -265,9 +270,11 @@ class Server:
 class Buzon(Server):
     name = "buzon"
 
-    def __init__(self, base: Path, workers: int = 1) -> None:
+    def __init__(self, base: Path, workers: int = 1, scrape: float | None = None) -> None:
         self.base = base
         self.workers = workers
+        self.scrape = scrape
+        self.http_port = free_port() if scrape else None
         self.data = base / "data"
         self.mail = self.data / "mail"
         self.port = free_port()
@@ -280,7 +287,9 @@ class Buzon(Server):
         env.update(
             BUZON_SMTP_LISTEN="127.0.0.1",
             BUZON_MONITOR_LISTEN="127.0.0.1",
-            BUZON_HTTP_LISTEN="",  # no /metrics listener: it would hold port 9025
+            # No /metrics listener unless --scrape: it would hold port 9025.
+            BUZON_HTTP_LISTEN="127.0.0.1" if self.http_port else "",
+            BUZON_HTTP_PORT=str(self.http_port or 9025),
             BUZON_LOG_LEVEL="WARNING",
             BUZON_MAX_CONNECTIONS="60000",
             BUZON_FSYNC="true",  # as shipped; never benchmark without durability
@@ -372,9 +381,34 @@ class Run:
     peak_connections: int | None = None
     loadgen_cpu_s: float = 0.0
     exit_code: int = 0
+    scrapes: int | None = None
 
 
 LOADGENS: list[subprocess.Popen] = []
+
+
+class Scraper(threading.Thread):
+    """GETs ``/metrics`` every ``interval`` s, as Prometheus would (``--scrape``)."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.interval = f"http://127.0.0.1:{port}/metrics", interval
+        self.done = self.failed = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as answer:
+                    answer.read()
+                self.done += 1
+            except OSError:
+                self.failed += 1
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
 
 
 def settle(server: Server, limit: float = 15.0) -> None:
@@ -404,6 +438,10 @@ def run_one(w: Workload, server: Server, rep: int) -> Run:
                         str(w.size), "--maildir", str(server.mail)]]
     run = Run(w.name, server.name, rep)
     sampler = RssSampler(server.root_pid, server.port if w.hold else None)
+    port = getattr(server, "http_port", None)
+    scraper = Scraper(port, server.scrape) if port else None  # type: ignore[attr-defined]
+    if scraper is not None:
+        scraper.start()
     cpu0 = tree_usage(server.root_pid)[0]
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler.start()
@@ -431,6 +469,11 @@ def run_one(w: Workload, server: Server, rep: int) -> Run:
     run.loadgen_cpu_s = round(kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime, 2)
     settle(server)
     cpu1 = tree_usage(server.root_pid)[0]
+    if scraper is not None:
+        scraper.stop()
+        run.scrapes = scraper.done
+        if scraper.failed:
+            print(f"  /metrics: {scraper.failed} scrape(s) failed", flush=True)
     run.rss_mb = round(sampler.stop() / 2**20, 1)
     if w.hold:
         run.peak_connections = sampler.peak_conns
@@ -592,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--hold", type=int, metavar="N",
                         help="sessions for the hold workload (default 50,000; quick 2,000)")
+    parser.add_argument("--scrape", type=float, metavar="SECONDS",
+                        help="enable Buzón's HTTP listener and GET /metrics every SECONDS "
+                             "during each run (the cost of being scraped)")
     parser.add_argument("--workers", type=int, default=1,
                         help="BUZON_WORKERS for the sending workloads (hold picks its own)")
     args = parser.parse_args(argv)
@@ -645,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
         for w in workloads:
             use_postfix = w.postfix and not args.no_postfix
             print(f"\n== {w.name}: {w.what}", flush=True)
-            buzon = Buzon(tmp / w.name / "buzon", hold_workers if w.hold else args.workers)
+            buzon = Buzon(tmp / w.name / "buzon", hold_workers if w.hold else args.workers,
+                          args.scrape)
             (tmp / w.name / "buzon").mkdir(parents=True)
             servers.append(buzon)
             buzon.start()

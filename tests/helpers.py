@@ -253,16 +253,57 @@ def server_process(*args: Any, **kwargs: Any) -> Iterator[ServerProcess]:
 
 
 def maildir_files(root: Path, mailbox: str) -> list[Path]:
-    folder = root / mailbox
-    return sorted([*(folder / "new").glob("*"), *(folder / "cur").glob("*")]) if folder.exists() else []
+    """Messages in ``new/`` and ``cur/`` of a mailbox: ``domain/local``, or a bare local
+    part, looked for in every domain folder (``<root>/<domain>/<local>``, issue 12)."""
+    folders = [root / mailbox] if "/" in mailbox else sorted(root.glob(f"*/{mailbox}"))
+    return sorted(f for folder in folders for sub in ("new", "cur") for f in (folder / sub).glob("*"))
 
 
-def body_of(path: Path) -> bytes:
-    """A delivered file minus the three trace headers Buzón prepends."""
+def _tac(data: bytes) -> bytes:
+    """The lines of ``data`` (each ending in LF) in reverse order, as tac(1) writes them."""
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    return tail + b"".join(line + b"\n" for line in reversed(lines))
+
+
+def body_of(path: Path, *, headerless: bool = False, tac: bool = False) -> bytes:
+    """A delivered file minus what Buzón prepends: the message as the client sent it.
+
+    Buzón prepends ``Received:`` (folded), and ``Date:``/``Message-ID:`` when the
+    message had none, when it queues the message, and ``Return-Path:`` and
+    ``Delivered-To:`` when it delivers it. ``Date:``/``Message-ID:`` are recognised as
+    Buzón's by their values (the Received date, ``<queue id@``). A message without a
+    header block also got an empty line before it: ``headerless=True`` takes it off.
+    ``tac=True``: the message went through ``tac``, which reversed the queued lines,
+    Buzón's fields included; they are found and taken off all the same.
+    """
     data = path.read_bytes()
-    head, sep, rest = data.partition(b"\r\n\tfor <")
-    assert sep, data[:300]
-    return rest.split(b"\r\n", 1)[1]
+    if tac:
+        head = re.match(rb"Return-Path: [^\r\n]*\r\nDelivered-To: [^\r\n]*\r\n", data)
+        assert head, data[:300]
+        return _tac(body_of_bytes(data[: head.end()] + _tac(data[head.end():]), headerless))
+    return body_of_bytes(data, headerless)
+
+
+def body_of_bytes(data: bytes, headerless: bool = False) -> bytes:
+    """:func:`body_of` for a delivered file's bytes."""
+    match = re.match(
+        rb"Return-Path: [^\r\n]*\r\nDelivered-To: [^\r\n]*\r\n"
+        # the failure policy's header goes in front of the queued message: kept
+        rb"(?P<extra>(?:X-Buzon-Transform: [^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)?)"
+        rb"Received: from [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)*?"
+        rb"\tby [^\r\n]* id (?P<id>[A-Z2-7]{16})[^\r\n]*\r\n\t(?:for <[^\r\n]*>; )?(?P<date>[^\r\n]*)\r\n",
+        data,
+    )
+    assert match, data[:400]
+    rest = data[match.end():]
+    rest = rest.removeprefix(b"Date: " + match["date"] + b"\r\n")
+    if rest.startswith(b"Message-ID: <" + match["id"] + b"@"):
+        rest = rest.split(b"\r\n", 1)[1]
+    if headerless:
+        assert rest.startswith(b"\r\n"), rest[:100]
+        rest = rest[2:]
+    return match["extra"] + rest
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:

@@ -19,7 +19,7 @@ its share for ``--hold-for`` plus the time the others may still be opening,
 and merges their results (latencies included) into one report.
 
 With ``--maildir ROOT`` it then waits until the number of new files under
-``ROOT/*/new`` has grown by every (message × recipient) acknowledged, so the
+``ROOT/<domain>/<local>/new`` (and ``cur``) has grown by every (message × recipient) acknowledged, so the
 figure includes delivery, not just queueing.
 
 Everything is bounded: a global ``--timeout`` ends the run whatever happens.
@@ -233,12 +233,19 @@ async def run_hold(
 
 
 def count_delivered(root: Path) -> int:
-    """Files in every ``<root>/*/new`` and ``cur`` folder."""
+    """Files in every ``new`` and ``cur`` folder of ``<root>/<domain>/<local>`` (Buzón)
+    or ``<root>/<local>`` (the benchmark's Postfix)."""
     total = 0
     try:
-        boxes = list(os.scandir(root))
+        top = list(os.scandir(root))
     except FileNotFoundError:
         return 0
+    boxes = list(top)
+    for entry in top:
+        try:
+            boxes.extend(os.scandir(entry.path))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
     for box in boxes:
         for sub in ("new", "cur"):
             try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import body_of_bytes, wait_for
 
 from buzon.spool import record
 
@@ -232,18 +232,21 @@ class Delivered:
 
 
 def body_of(data: bytes) -> bytes:
-    """A delivered file minus the three trace headers Buzón prepends."""
-    _, sep, rest = data.partition(b"\r\n\tfor <")
-    assert sep, data[:300]
-    return rest.split(b"\r\n", 1)[1]
+    """A delivered file minus what Buzón prepends (trace fields, a missing Date/Message-ID)."""
+    return body_of_bytes(data)
+
+
+def _boxes(root: Path) -> list[Path]:
+    """Every mailbox folder: ``root/<domain>/<local>`` (issue 12)."""
+    if not root.exists():
+        return []
+    return sorted(box for domain in root.iterdir() if domain.is_dir() for box in domain.iterdir())
 
 
 def delivered(root: Path) -> list[Delivered]:
-    """Every message file in ``root/*/new`` and ``root/*/cur``, parsed."""
+    """Every message file in ``root/*/*/new`` and ``root/*/*/cur``, parsed."""
     found: list[Delivered] = []
-    if not root.exists():
-        return found
-    for box in sorted(root.iterdir()):
+    for box in _boxes(root):
         for sub in ("new", "cur"):
             folder = box / sub
             if not folder.is_dir():
@@ -263,7 +266,7 @@ def delivered(root: Path) -> list[Delivered]:
 def count_files(root: Path) -> int:
     total = 0
     if root.exists():
-        for box in root.iterdir():
+        for box in _boxes(root):
             for sub in ("new", "cur"):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     total += len(os.listdir(box / sub))
@@ -272,9 +275,7 @@ def count_files(root: Path) -> int:
 
 def leftovers(root: Path, sub: str = "tmp") -> list[Path]:
     """Files in every mailbox's ``tmp/`` (half-written deliveries)."""
-    if not root.exists():
-        return []
-    return sorted(p for box in root.iterdir() if (box / sub).is_dir() for p in (box / sub).iterdir())
+    return sorted(p for box in _boxes(root) if (box / sub).is_dir() for p in (box / sub).iterdir())
 
 
 @dataclass

@@ -42,16 +42,18 @@ FUZZ = settings.get_profile("fuzz")
 pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict:DeprecationWarning")
 
 SEEDS = [
-    Envelope("AGA2BXHGAEKN6XQA", "emilio@example.org", ["bob@example.org"], ["bob"],
+    Envelope("AGA2BXHGAEKN6XQA", "emilio@example.org", ["bob@example.org"], ["example.org/bob"],
              helo="client.example.org", peer="192.0.2.7:40122", esmtp=True,
              received=1764412800.123456, size=5),
-    Envelope("AGA2BXHGAEKN6XQB", "", ["postmaster"], ["postmaster"], received=0, size=0),
+    Envelope("AGA2BXHGAEKN6XQB", "", ["postmaster"], ["localhost/postmaster"], received=0, size=0),
     Envelope("ZZZZZZZZZZZZZZZ7", 'a@[192.0.2.1]', ['"O.d"@x', "C@d", "e@f"],
-             ["o.d", "c", "e"], helo="a\rb\x00", peer="[::1]:25", received=1.5, size=2),
+             ["x/o.d", "d/c", "f/e"], helo="a\rb\x00", peer="[::1]:25", received=1.5, size=2),
 ]
 RECORDS = [encode(e) + b"m" * e.size for e in SEEDS]
 _ID = re.compile(r"[A-Z2-7]{16}")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
+# Addresses: SMTPUTF8 (issue 12) lets UTF-8 in, never a control or a lone surrogate.
+_NO_CONTROL = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]*")
 
 
 @st.composite
@@ -90,9 +92,9 @@ _field = st.sampled_from([*json.loads(encode(SEEDS[0])[len(MAGIC):]), "extra"])
 
 def _obeys_the_rules(envelope: Envelope) -> None:
     assert _ID.fullmatch(envelope.queue_id)
-    assert _PRINTABLE.fullmatch(envelope.sender) and len(envelope.sender) <= 1000
+    assert _NO_CONTROL.fullmatch(envelope.sender) and len(envelope.sender) <= 1000
     assert 1 <= len(envelope.recipients) == len(envelope.mailboxes)
-    assert all(r and _PRINTABLE.fullmatch(r) for r in envelope.recipients)
+    assert all(r and _NO_CONTROL.fullmatch(r) for r in envelope.recipients)
     assert all(check_mailbox(m) == m for m in envelope.mailboxes)
     assert envelope.helo is None or "\n" not in envelope.helo
     assert _PRINTABLE.fullmatch(envelope.peer)

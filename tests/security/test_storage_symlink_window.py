@@ -47,15 +47,37 @@ def test_a_link_swapped_in_right_after_a_delivery_is_not_followed(
     server.wait_idle()
     assert len(maildir_files(root, "eve")) == 1
     # Within the old trust second: the folder becomes a link to a place outside.
-    (root / "eve").rename(tmp_path / "eve-moved")
-    (root / "eve").symlink_to(outside)
+    (root / "example.org" / "eve").rename(tmp_path / "eve-moved")
+    (root / "example.org" / "eve").symlink_to(outside)
     _send(server.port, "eve@example.org", "two")
 
     assert wait_for(lambda: server.server.delivery and server.server.delivery.pending, 3)
     assert not wait_for(lambda: _files(outside), 1.5), "written through the planted link"
     # The operator removes the link: the deferred message is delivered, nothing lost.
-    (root / "eve").unlink()
+    (root / "example.org" / "eve").unlink()
     assert wait_for(lambda: len(maildir_files(root, "eve")) == 1, 15)
+    assert _files(outside) == []
+
+
+def test_a_domain_folder_swapped_for_a_link_is_not_followed(
+    make_server: Callable[..., RunningServer], tmp_path: Path,
+) -> None:
+    """Issue 12: the domain folder is one more level, opened through no link either."""
+    server = make_server()
+    root = server.mail_root
+    outside = tmp_path / "outside"
+    for sub in ("tmp", "new", "cur"):
+        (outside / "eve" / sub).mkdir(parents=True)
+    _send(server.port, "eve@example.org", "one")
+    server.wait_idle()
+    assert len(maildir_files(root, "example.org/eve")) == 1
+    (root / "example.org").rename(tmp_path / "domain-moved")
+    (root / "example.org").symlink_to(outside)
+    _send(server.port, "eve@example.org", "two")
+    assert wait_for(lambda: server.server.delivery and server.server.delivery.pending, 3)
+    assert not wait_for(lambda: _files(outside), 1.5), "written through the planted link"
+    (root / "example.org").unlink()
+    assert wait_for(lambda: len(maildir_files(root, "example.org/eve")) == 1, 15)
     assert _files(outside) == []
 
 
@@ -69,8 +91,8 @@ def test_mailbox_folders_are_created_0700(
         server.wait_idle()
     finally:
         os.umask(old)
-    folder = server.mail_root / "priv"
-    modes = {p.name: p.stat().st_mode & 0o777 for p in (folder, *folder.iterdir())}
-    assert modes == {"priv": 0o700, "tmp": 0o700, "new": 0o700, "cur": 0o700}
+    folder = server.mail_root / "example.org" / "priv"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (folder.parent, folder, *folder.iterdir())}
+    assert modes == {"example.org": 0o700, "priv": 0o700, "tmp": 0o700, "new": 0o700, "cur": 0o700}
     (message,) = maildir_files(server.mail_root, "priv")
     assert message.stat().st_mode & 0o777 == 0o600

@@ -36,10 +36,23 @@ from pathlib import Path
 from typing import Any
 
 from buzon.accesslog import AccessLog
-from buzon.app.wiring import build_transform, loop_factory, open_http, open_monitor, restore_state
+from buzon.app.tls import open_smtps, prepare_tls
+from buzon.app.wiring import (
+    build_recipients,
+    build_transform,
+    check_mail_layout,
+    loop_factory,
+    message_rules,
+    open_http,
+    open_monitor,
+    restore_state,
+)
 from buzon.config import ServerSettings
 from buzon.delivery import DeliveryPipeline, Rules
+from buzon.delivery.junk import JunkRule
+from buzon.delivery.timing import stage_labels
 from buzon.metrics import Counters
+from buzon.metrics.histograms import Observations
 from buzon.metrics.keeper import StateKeeper
 from buzon.metrics.shared import SharedCounters
 from buzon.net import bind_sockets, format_address
@@ -51,7 +64,9 @@ from buzon.spool import Intake, Spool, adopt_orphans, shard_root
 from buzon.spool.shards import work_root
 from buzon.transform.switch import FollowedSwitch, TransformSwitch
 
-__all__ = ["Server", "WorkerRole"]
+__all__ = ["OBSERVATIONS_FILE", "Server", "WorkerRole"]
+
+OBSERVATIONS_FILE = "workers.observations"  # beside the counters file (metrics.histograms)
 
 log = logging.getLogger("buzon.server")
 
@@ -81,7 +96,9 @@ class Server:
         self.state_path = settings.data_dir / "state.json"
         self.keeper: StateKeeper | None = None
         self.shared: SharedCounters | None = None
+        self.observations: Observations | None = None
         self.smtp_addresses: list[tuple[str, int]] = []
+        self.smtps_addresses: list[tuple[str, int]] = []  # implicit TLS (RFC 8314)
         self.monitor_addresses: list[tuple[str, int]] = []
         self.http: HttpListener | None = None
         self._queue_dirs: tuple[Path, ...] = ()
@@ -93,6 +110,7 @@ class Server:
         self.hub: Hub | None = None
         self.delivery: DeliveryPipeline | None = None
         self.intake: Intake | None = None
+        self._rules: Any = None  # the handler's MessageRules (its reverse-DNS threads)
         self.switch: TransformSwitch | FollowedSwitch | None = None
 
     # -- start -------------------------------------------------------------------------
@@ -102,6 +120,8 @@ class Server:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         s.mail_dir.mkdir(parents=True, exist_ok=True)
         role = self.role
+        check_mail_layout(s)  # before recovery delivers anything into the new layout
+        recipients = build_recipients(s, announce=role is None)
         spool_root = s.data_dir / "spool"
         if role is None or role.index == 0:
             # Shards of workers that no longer exist (BUZON_WORKERS lowered) are
@@ -118,7 +138,9 @@ class Server:
                       work=work_root(s.data_dir / "work", index))
         self._queue_dirs = (spool.incoming, spool.queue)
         transform = build_transform(s, s.data_dir / "work")
+        labels = stage_labels(transform)
         if role is None:
+            self.observations = Observations.private(labels)
             self.keeper = StateKeeper(self.state_path, self.counters, fsync=s.fsync)
             self.switch = restore_state(
                 self.keeper, s, configured=transform is not None, into=self.counters
@@ -126,6 +148,8 @@ class Server:
         else:
             self.shared = SharedCounters(role.counters, role.count, create=False)
             self.counters = self.shared.slot(role.index)
+            self.observations = Observations.shared(
+                role.counters.with_name(OBSERVATIONS_FILE), role.count, labels, create=False)
             shared = self.shared
             self.switch = FollowedSwitch(
                 configured=transform is not None, read=lambda: shared.transform_enabled
@@ -143,6 +167,9 @@ class Server:
                 first_backoff=s.retry_backoff,
             ),
             fsync=s.fsync,
+            observations=self.observations.slot(0 if role is None else role.index),
+            junk_rule=JunkRule(header=s.junk_header, threshold=s.junk_threshold,
+                               discard=s.junk_discard_threshold),
         )
         recovered = await asyncio.to_thread(spool.recover)
         if recovered:
@@ -150,6 +177,8 @@ class Server:
         self.delivery.start(recovered)
 
         workers = 1 if role is None else role.count
+        # Workers load the certificate set the supervisor made; only the owner generates.
+        tls = await asyncio.to_thread(prepare_tls, s, generate=role is None)
         self.hub = Hub(
             Limits(
                 hostname=s.hostname,
@@ -164,18 +193,23 @@ class Server:
                 max_messages_per_session=s.max_messages_per_session,
                 session_lifetime=s.session_lifetime,
                 data_memory_budget=max(-(-s.data_memory_budget // workers), s.max_message_size),
+                require_tls=s.require_tls,
             ),
             self.counters,
             AccessLog(s.access_log_file, fmt=s.access_log_format),
+            tls=tls,
+            recipients=recipients,
         )
         self.intake = Intake(spool, on_stored=self.delivery.submit)
         self.intake.start()
-        await self._start_smtp(Handler(self.intake))
+        self._rules = message_rules(s)
+        await self._start_smtp(Handler(self.intake, self._rules))
         if self.keeper is not None:
             self.monitor_addresses, self._monitor = await open_monitor(
                 s, self.counters, self.switch
             )
-            self.http = await open_http(s, self.counters, self.switch, self._not_ready)
+            self.http = await open_http(s, self.counters, self.switch, self._not_ready,
+                                        self.observations)
             self._tasks.append(
                 asyncio.create_task(self.keeper.snapshots(), name="metrics-snapshot")
             )
@@ -231,6 +265,10 @@ class Server:
                 sock.close()
             raise
         self.smtp_addresses = [sock.getsockname()[:2] for sock in sockets]
+        if hub.tls is not None and self.settings.tls_hosts:
+            servers, self.smtps_addresses = await open_smtps(
+                self.settings, factory, hub.tls, reuse_port=reuse_port)
+            self._servers.extend(servers)
 
     # -- run / stop ----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -282,8 +320,12 @@ class Server:
             await self.keeper.final_save()
         if hub is not None:
             hub.access.close()
+        if self._rules is not None and self._rules.reverse is not None:
+            self._rules.reverse.close()  # its look-up threads; sessions are over
         if self.shared is not None:
             self.shared.close()
+        if self.observations is not None:
+            self.observations.close()
         log.info("buzon stopped, pid %d", os.getpid())
 
     def run(self, ready: Callable[[], None] | None = None) -> int:

@@ -39,9 +39,21 @@ import sys
 import time
 from typing import Any
 
-from buzon.app.wiring import build_transform, loop_factory, open_http, open_monitor, restore_state
+from buzon.app.server import OBSERVATIONS_FILE
+from buzon.app.tls import prepare_tls
+from buzon.app.wiring import (
+    build_recipients,
+    build_transform,
+    check_mail_layout,
+    loop_factory,
+    open_http,
+    open_monitor,
+    restore_state,
+)
 from buzon.config import ServerSettings
+from buzon.delivery.timing import stage_labels
 from buzon.metrics import Counters
+from buzon.metrics.histograms import Observations
 from buzon.metrics.keeper import StateKeeper
 from buzon.metrics.shared import SharedCounters, Totals
 from buzon.net import format_address, reserve
@@ -69,10 +81,12 @@ class Supervisor:
         self.settings = settings
         self.own = Counters()
         self.shared: SharedCounters | None = None
+        self.observations: Observations | None = None
         self.counters: Totals | None = None
         self.keeper: StateKeeper | None = None
         self.switch: TransformSwitch | None = None
         self.smtp_port = 0
+        self.smtps_port = 0  # implicit TLS, reserved like the SMTP port
         self.smtp_addresses: list[tuple[str, int]] = []
         self.monitor_addresses: list[tuple[str, int]] = []
         self.http: HttpListener | None = None
@@ -90,10 +104,16 @@ class Supervisor:
         self._loop = asyncio.get_running_loop()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         s.mail_dir.mkdir(parents=True, exist_ok=True)
+        # Checked here once, before any worker; each worker builds its own directory too.
+        check_mail_layout(s)
+        build_recipients(s)
         # Validated here so a bad transform stops start-up once, with its setting named.
-        configured = build_transform(s, s.data_dir / "spool") is not None
+        transform = build_transform(s, s.data_dir / "spool")
+        configured = transform is not None
         self.shared = SharedCounters(s.data_dir / "workers.counters", s.workers, create=True)
         self.counters = Totals(self.own, self.shared)
+        self.observations = Observations.shared(
+            s.data_dir / OBSERVATIONS_FILE, s.workers, stage_labels(transform), create=True)
         self.keeper = StateKeeper(s.data_dir / "state.json", self.counters, fsync=s.fsync)
         keeper, shared = self.keeper, self.shared
 
@@ -108,6 +128,10 @@ class Supervisor:
 
         self.smtp_port, self._reserved = reserve(s.smtp_hosts, s.smtp_port)
         self.smtp_addresses = [sock.getsockname()[:2] for sock in self._reserved]
+        # Generated (and checked) once here, before any worker: workers only load it.
+        if await asyncio.to_thread(prepare_tls, s, generate=True) is not None and s.tls_hosts:
+            self.smtps_port, held = reserve(s.tls_hosts, s.smtps_port)
+            self._reserved.extend(held)
         started = await asyncio.gather(
             *(self._spawn(i) for i in range(s.workers)), return_exceptions=True
         )
@@ -125,7 +149,8 @@ class Supervisor:
         for i in range(s.workers):
             self._tasks.append(asyncio.create_task(self._watch(i), name=f"watch-worker-{i}"))
         self.monitor_addresses, self._monitor = await open_monitor(s, self.counters, self.switch)
-        self.http = await open_http(s, self.counters, self.switch, self._not_ready)
+        self.http = await open_http(s, self.counters, self.switch, self._not_ready,
+                                    self.observations)
         self._tasks.append(asyncio.create_task(self.keeper.snapshots(), name="metrics-snapshot"))
         log.info(
             "buzon started, supervisor pid %d, %d workers (pids %s), SMTP on %s, monitor on %s, "
@@ -155,6 +180,7 @@ class Supervisor:
         assert self.shared is not None
         settings = self.settings.model_dump(mode="json", exclude={"monitor_token"})
         settings["smtp_port"] = self.smtp_port
+        settings["smtps_port"] = self.smtps_port or self.settings.smtps_port
         read_fd, write_fd = os.pipe()
         order = {
             "settings": settings,
@@ -193,6 +219,8 @@ class Supervisor:
             if self._stopping:
                 return
             self.shared.worker_died(index)
+            if self.observations is not None:
+                self.observations.worker_died(index)
             if time.monotonic() - since > _STABLE:
                 backoff = _BACKOFF_FIRST
             log.error(
@@ -249,6 +277,8 @@ class Supervisor:
             sock.close()
         if self.shared is not None:
             self.shared.close()
+        if self.observations is not None:
+            self.observations.close()
         log.info("buzon stopped, supervisor pid %d", os.getpid())
 
     def run(self) -> int:

@@ -19,7 +19,8 @@ from buzon.transform import Transform, build_transforms, load_key
 from buzon.transform.switch import TransformSwitch
 
 __all__ = [
-    "ConfigError", "build_transform", "loop_factory", "open_http", "open_monitor", "restore_state",
+    "ConfigError", "build_recipients", "build_transform", "check_mail_layout", "loop_factory",
+    "message_rules", "open_http", "open_monitor", "restore_state",
 ]
 
 log = logging.getLogger("buzon")
@@ -117,18 +118,117 @@ async def open_monitor(
 
 
 async def open_http(
-    settings: ServerSettings, counters: Any, switch: Any, not_ready: Callable[[], str | None]
+    settings: ServerSettings, counters: Any, switch: Any, not_ready: Callable[[], str | None],
+    observations: Any = None,
 ) -> Any:
     """Bind the HTTP listener (/metrics, /healthz, /readyz), or None when it is off."""
+    from buzon.monitor.token import load_or_create_token
     from buzon.net import parse_listen
     from buzon.observe import registry_for, routes, start_http
+    from buzon.observe.alerts import Thresholds
+    from buzon.observe.dashboard import dashboard_routes
+    from buzon.observe.sessions import Sessions
+    from buzon.observe.stats import Stats
 
-    if not settings.http_listen.strip():
+    s = settings
+    if not s.http_listen.strip():
         return None
-    registry = registry_for(counters, lambda: bool(switch.configured and switch.enabled))
-    return await start_http(
-        parse_listen(settings.http_listen), settings.http_port, routes(registry, not_ready)
+    sessions: Sessions | None = None
+    if s.dashboard:
+        sessions = Sessions(await asyncio.to_thread(load_or_create_token, s),
+                            lifetime=s.dashboard_session_lifetime,
+                            failures_per_minute=s.dashboard_login_failures_per_minute)
+    limits = Thresholds(retry_window=s.transform_retry_window, queue_growth=s.alert_queue_growth,
+                        disk_free_percent=s.alert_disk_free_percent,
+                        auth_failures=s.alert_auth_failures, auth_window=s.alert_auth_window)
+    # The sampler runs with or without the dashboard: /metrics reads its disk figure.
+    stats = Stats(counters, observations, switch, s.data_dir, limits,
+                  extra_auth_failures=(lambda: 0) if sessions is None else lambda: sessions.failures)
+    registry = registry_for(counters, lambda: bool(switch.configured and switch.enabled),
+                            observations,
+                            login_failures=None if sessions is None else lambda: sessions.failures,
+                            retry_window=s.transform_retry_window if switch.configured else None,
+                            disk_free=stats.disk_free_ratio)
+    table = routes(registry, not_ready)
+    if sessions is not None:
+        table.update(dashboard_routes(stats, sessions, switch))
+    return await start_http(parse_listen(s.http_listen), s.http_port, table, [stats.run()])
+
+
+def message_rules(settings: ServerSettings) -> Any:
+    """How the SMTP side takes messages in (``BUZON_LONG_LINES``, ``_REVERSE_DNS``...)."""
+    from buzon.smtp.handler import MessageRules
+    from buzon.smtp.reverse import ReverseDns
+
+    return MessageRules(
+        accept_long_lines=settings.long_lines == "accept",
+        add_missing_headers=settings.add_missing_headers,
+        reverse=ReverseDns(settings.reverse_dns_timeout) if settings.reverse_dns else None,
     )
+
+
+def check_mail_layout(settings: ServerSettings) -> None:
+    """Refuse to start on a mail root that still holds Maildirs of the ``<root>/<local>/`` layout.
+
+    Raises:
+        ConfigError: naming how many, the first few and the command that moves them.
+    """
+    from buzon.storage.layout import legacy_maildirs
+
+    found = legacy_maildirs(settings.mail_dir)
+    if found:
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise ConfigError(
+            f"{settings.mail_dir} holds {len(found)} mailbox(es) of the old layout "
+            f"<mail root>/<local>/ ({shown}); mail now goes to <mail root>/<domain>/<local>/: "
+            f"move them with `buzon-admin migrate-mailboxes --domain <domain>` "
+            f"(--dry-run first; see docs/directory.md)"
+        )
+
+
+def build_recipients(settings: ServerSettings, *, announce: bool = True) -> Any:
+    """The recipient directory the settings describe, loaded and checked (one per process).
+
+    Logs what it accepts when ``announce`` (one process of several stays quiet):
+    a WARNING when every domain is (development behaviour).
+
+    Raises:
+        ConfigError: a domain in ``BUZON_DOMAINS`` that is not one, or a users file
+            that cannot be used (its line named), or ``BUZON_POSTMASTER`` nowhere.
+    """
+    from buzon.directory import DirectoryConfig, Recipients, UsersFileError, parse_domains
+    from buzon.directory.resolve import host_domain
+
+    s = settings
+    try:
+        domains = parse_domains(s.domains)
+    except ValueError as error:
+        raise ConfigError(f"BUZON_DOMAINS: {error}") from None
+    config = DirectoryConfig(
+        domains=domains,
+        default_domain=domains.exact[0] if domains.exact else host_domain(s.hostname),
+        delimiters=s.recipient_delimiter,
+        postmaster=s.postmaster,
+        users_file=s.users_file,
+    )
+    try:
+        recipients = Recipients(config, interval=s.users_reload_interval)
+    except UsersFileError as error:
+        raise ConfigError(str(error)) from None
+    if not announce:
+        return recipients
+    if domains.every:
+        log.warning(
+            "BUZON_DOMAINS is unset: accepting mail for every domain (development "
+            "behaviour; set it to the domains this server receives for)"
+        )
+    directory = recipients.directory
+    if s.users_file is None:
+        log.info("no BUZON_USERS_FILE: every local part of an accepted domain is a mailbox")
+    else:
+        log.info("users file %s: %d mailbox(es), %d alias(es)",
+                 s.users_file, directory.users, directory.aliases)
+    return recipients
 
 
 def loop_factory(name: str) -> Any:

@@ -24,9 +24,10 @@ __all__ = ["Reply", "translate"] + [
     "BAD_SENDER", "UNKNOWN_COMMAND", "NEED_RCPT", "NEED_MAIL", "NESTED_MAIL", "TOO_BIG",
     "LINE_TOO_LONG", "TOO_MANY_RECIPIENTS", "TIMEOUT", "DATA_TIMEOUT", "TOO_MANY_CONNECTIONS",
     "UNSAFE_MAILBOX", "MAIL_SYNTAX", "RCPT_SYNTAX", "PARAM_UNKNOWN", "PARAM_SYNTAX",
-    "BODY_SYNTAX", "SMTPUTF8_UNSUPPORTED", "STORAGE_FULL", "QUEUE_ERROR", "SHUTTING_DOWN",
+    "BODY_SYNTAX", "STORAGE_FULL", "QUEUE_ERROR", "SHUTTING_DOWN",
     "LOCAL_ERROR", "DATA_SYNTAX", "BAD_HELO", "HELP", "HELP_SYNTAX", "HELP_UNKNOWN",
     "TOO_MANY_FROM_CLIENT", "TOO_MANY_MESSAGES", "SESSION_TOO_LONG", "NO_MEMORY",
+    "TLS_ACTIVE", "NEED_SMTPUTF8", "HELO_NOT_ASCII", "RELAY_DENIED", "USER_UNKNOWN",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ TOO_MANY_CONNECTIONS = Reply(421, "4.3.2", "{} Error: too many connections, try 
 # The address is not echoed: it may hold control characters.
 UNSAFE_MAILBOX = Reply(550, "5.1.1", "Recipient address rejected: unsafe mailbox name")
 SHUTTING_DOWN = Reply(421, "4.3.2", "{} Service shutting down, try again later")
+# The recipient directory (issue 12), in Postfix's words; {} is the address, printable only.
+RELAY_DENIED = Reply(550, "5.7.1", "<{}>: Relay access denied")
+USER_UNKNOWN = Reply(550, "5.1.1", "<{}>: Recipient address rejected: User unknown")
 # Fair shares (issue 11): one client may not hold every slot, every message or all memory.
 TOO_MANY_FROM_CLIENT = Reply(
     421, "4.7.0", "{} Error: too many connections from your address, try again later"
@@ -97,9 +101,13 @@ DATA_SYNTAX = Reply(501, "5.5.4", "Syntax: DATA")
 PARAM_UNKNOWN = Reply(555, "5.5.4", "Unsupported option: {}")
 PARAM_SYNTAX = Reply(501, "5.5.4", "Bad parameter syntax: {}")
 BODY_SYNTAX = Reply(501, "5.5.4", "Error: BODY can only be one of 7BIT, 8BITMIME")
-SMTPUTF8_UNSUPPORTED = Reply(555, "5.6.7", "SMTPUTF8 is not supported")
 # The name is not echoed: it holds control characters.
 BAD_HELO = Reply(501, "5.5.2", "Error: control characters in the HELO/EHLO name")
+# RFC 6531 §3.7.1: EHLO names are ASCII (IDNs as A-labels), SMTPUTF8 or not.
+HELO_NOT_ASCII = Reply(501, "5.5.2", "Error: HELO/EHLO name must be ASCII (IDN as A-labels)")
+# RFC 6531 §3.4-3.5: a UTF-8 address in a transaction whose MAIL lacked SMTPUTF8
+# (Postfix's wording).
+NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 
 # --- HELP (RFC 5321 §4.1.1.8: 214 on success, 504 for an unknown topic) ----------------
 HELP = Reply(214, "2.0.0", "Supported commands: {}")
@@ -110,6 +118,7 @@ HELP_UNKNOWN = Reply(504, "5.5.4", "Unknown HELP topic; supported commands: {}")
 STORAGE_FULL = Reply(452, "4.3.1", "Error: insufficient system storage")
 QUEUE_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
 LOCAL_ERROR = Reply(451, "4.3.0", "Error: local error in processing")
+TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")  # STARTTLS twice (RFC 3207)
 
 
 # aiosmtpd's own literal replies (1.4.x), matched by prefix, in the order tried.

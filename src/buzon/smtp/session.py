@@ -37,6 +37,10 @@ commands in order for free. We change:
   out of the command table (an unknown command) until authentication exists.
 * Fair shares (:mod:`buzon.smtp.admission`): sessions per client address,
   messages and lifetime per session, DATA bytes in memory across sessions.
+* TLS (:mod:`buzon.smtp.starttls`): STARTTLS with the certificate current when
+  the client asks, implicit TLS, one count per handshake; the second
+  ``connection_made`` after the handshake finds ``self.transport`` set, so the
+  connection is neither admitted nor counted again.
 * Ends: a closing connection whose client does not read is aborted after a
   grace; an ended session drops its unread bytes and cuts its reference
   cycles, so an aborted DATA is freed at once, not by the cycle collector.
@@ -56,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buzon.accesslog import AccessLog
+from buzon.directory import accept_all
 from buzon.metrics.counters import Counters
 from buzon.net import format_peer
 from buzon.smtp import replies
@@ -63,6 +68,7 @@ from buzon.smtp.admission import Clients, MemoryBudget, hang_up, refuse
 from buzon.smtp.commands import Commands, drop_auth
 from buzon.smtp.refusals import Refusals
 from buzon.smtp.replies import Reply
+from buzon.smtp.starttls import StartTls
 from buzon.smtp.transaction import BuzonEnvelope, Transaction
 from buzon.smtp.transfer import DataTransfer
 
@@ -92,6 +98,7 @@ class Limits:
     max_messages_per_session: int = 1000
     session_lifetime: float = 3600.0
     data_memory_budget: int = 256 << 20
+    require_tls: bool = False  # MAIL refused (530 5.7.0) before STARTTLS
 
 
 @dataclass(slots=True)
@@ -103,6 +110,9 @@ class Hub:
     access: AccessLog
     sessions: set[BuzonSMTP] = field(default_factory=set)
     stopping: bool = False
+    tls: Any = None  # buzon.tls.ServerTls: STARTTLS offered when set
+    # buzon.directory.Recipients (or a Directory): who RCPT accepts; None: every address.
+    recipients: Any = None
     clients: Clients = field(init=False)
     budget: MemoryBudget = field(init=False)
 
@@ -110,9 +120,11 @@ class Hub:
         exempt = tuple(ipaddress.ip_network(n) for n in self.limits.client_limit_exempt)
         self.clients = Clients(self.limits.max_sessions_per_client, exempt)
         self.budget = MemoryBudget(self.limits.data_memory_budget)
+        if self.recipients is None:
+            self.recipients = accept_all(self.limits.hostname)
 
 
-class BuzonSMTP(Commands, Transaction, DataTransfer, Refusals):
+class BuzonSMTP(StartTls, Commands, Transaction, DataTransfer, Refusals):
     """One SMTP session."""
 
     def __init__(self, handler: Any, hub: Hub) -> None:
@@ -124,8 +136,10 @@ class BuzonSMTP(Commands, Transaction, DataTransfer, Refusals):
             ident="ESMTP",
             timeout=limits.idle_timeout,
             decode_data=False,
-            enable_SMTPUTF8=False,
+            enable_SMTPUTF8=True,
             loop=asyncio.get_running_loop(),
+            tls_context=None if hub.tls is None else hub.tls.context,
+            require_starttls=limits.require_tls,
         )
         self.hub = hub
         # aiosmtpd keeps these limits on the class (shared by every session and

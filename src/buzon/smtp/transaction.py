@@ -6,8 +6,10 @@ A mixin of :class:`buzon.smtp.session.BuzonSMTP`. Both commands are parsed by
 the pure :mod:`buzon.smtp.syntax` instead of aiosmtpd's parser (which refuses
 ``MAIL FROM:<>``); a failure is one reply from :mod:`buzon.smtp.replies`.
 ``MAIL`` first checks the session's own limits (shutting down, lifetime,
-messages per session); ``RCPT`` the recipient limit, then where the recipient's
-mail would go, before anything is queued.
+messages per session); ``RCPT`` the recipient limit, then asks the recipient
+directory (``hub.recipients``, :mod:`buzon.directory`) which mailboxes the
+recipient's mail goes to, before anything is queued: a domain not accepted gets
+``550 5.7.1``, an unknown user or unsafe name ``550 5.1.1``.
 """
 
 from __future__ import annotations
@@ -16,19 +18,37 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope
 
+from buzon.directory import Refusal
 from buzon.smtp import replies
 from buzon.smtp.syntax import SyntaxFault, parse_mail, parse_rcpt
-from buzon.storage.mailbox import UnsafeMailbox, mailbox_name
 
 __all__ = ["BuzonEnvelope", "Transaction"]
 
 
+_REFUSED = {
+    Refusal.RELAY: replies.RELAY_DENIED,
+    Refusal.UNKNOWN: replies.USER_UNKNOWN,
+    Refusal.UNSAFE: replies.UNSAFE_MAILBOX,
+}
+
+
+def _printable(address: str) -> str:
+    """An address made safe to echo in a reply: printable ASCII, at most 256 characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in address)[:256]
+
+
 class BuzonEnvelope(Envelope):
-    """aiosmtpd's envelope plus the vetted mailbox name of each recipient."""
+    """aiosmtpd's envelope plus the vetted mailbox of each recipient.
+
+    ``rcpt_tos`` and ``mailboxes`` run in step, one pair per mailbox: an alias
+    accepted once repeats its address for each of its mailboxes.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.mailboxes: list[str] = []
+        self.accepted_rcpts = 0
+        """RCPT commands accepted (what the recipient limit counts)."""
 
 
 class Transaction(SMTP):
@@ -71,18 +91,23 @@ class Transaction(SMTP):
             await self.push(replies.NEED_MAIL)
             return
         try:
-            args = parse_rcpt(arg, extended=self.session.extended_smtp)
+            args = parse_rcpt(arg, extended=self.session.extended_smtp,
+                              utf8="SMTPUTF8" in envelope.mail_options)
         except SyntaxFault as fault:
             await self.push(fault.reply)
             return
-        if len(envelope.rcpt_tos) >= self.hub.limits.max_recipients:
+        # Counted in RCPT commands accepted, not in the mailboxes an alias fans out to.
+        if envelope.accepted_rcpts >= self.hub.limits.max_recipients:
             await self.push(replies.TOO_MANY_RECIPIENTS)
             return
-        try:
-            mailbox = mailbox_name(args.address)
-        except UnsafeMailbox:
-            await self.push(replies.UNSAFE_MAILBOX)
+        lookup = self.hub.recipients.resolve(args.address)
+        if lookup.refusal is not None:
+            await self.push(_REFUSED[lookup.refusal].format(_printable(args.address)))
             return
-        envelope.rcpt_tos.append(args.address)
-        envelope.mailboxes.append(mailbox)
+        # One (address, mailbox) pair per mailbox: the writer zips them and writes
+        # each mailbox once, so an alias to several mailboxes gives each one copy.
+        for mailbox in lookup.mailboxes:
+            envelope.rcpt_tos.append(args.address)
+            envelope.mailboxes.append(mailbox)
+        envelope.accepted_rcpts += 1
         await self.push(replies.RCPT_OK)

@@ -28,11 +28,18 @@ SMTP side produces (a property test builds envelopes from what
 
 =============  ==========================================================================
 queue_id       16 characters of the base-32 alphabet ``A-Z2-7`` (``new_queue_id``)
-sender         "" (null reverse-path) or 1-1000 printable ASCII characters: aiosmtpd
-               decodes commands as strict ASCII (SMTPUTF8 is off) and a command line is
-               at most 1001 octets, so a parsed address is shorter than 1000
-recipients     1-100000 (``BUZON_MAX_RECIPIENTS``' ceiling) addresses like sender's
-mailboxes      one per recipient, each passing ``storage.mailbox.check_mailbox``
+sender         "" (null reverse-path) or 1-1000 characters, none of them a control
+               character (C0, DEL, C1) or a lone surrogate: SMTPUTF8 (RFC 6531) addresses
+               are UTF-8, written as JSON ``\\u`` escapes; a command line is at most
+               1001 octets, so a parsed address is shorter than 1000
+recipients     1-100000 (``BUZON_MAX_RECIPIENTS``' ceiling) addresses like sender's; an
+               alias accepted once repeats its address for each of its mailboxes
+mailboxes      one per recipient, each ``<domain>/<local>`` passing
+               ``storage.mailbox.check_mailbox``. Records written before issue 12 hold a
+               bare ``<local>``: it is read as ``<domain of that recipient>/<local>``
+               (IDNA A-labels; ``localhost`` when the address has no domain, a domain
+               literal or a domain that is not one, since the codec knows no settings),
+               so a queue recovered after the upgrade delivers into the new layout
 helo           None, or at most 1000 ASCII characters without LF. CR, NUL and other
                controls do reach it (``EHLO a<CR>b<CR><LF>``: aiosmtpd splits at LF
                only) and such a message is acknowledged today, so they are allowed;
@@ -56,7 +63,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from buzon.storage.mailbox import UnsafeMailbox, check_mailbox
+from buzon.storage.mailbox import UnsafeMailbox, check_mailbox, normal_domain, split_address
 
 __all__ = [
     "MAGIC",
@@ -87,7 +94,7 @@ MAX_RECEIVED = 253_402_300_799
 MAX_HEADER = 1 << 27
 
 _QUEUE_ID = re.compile(r"[A-Z2-7]{16}")
-_ADDRESS = re.compile(rf"[\x20-\x7e]{{1,{MAX_TEXT}}}")
+_ADDRESS = re.compile(rf"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{{1,{MAX_TEXT}}}")
 _HELO = re.compile(rf"[\x00-\x09\x0b-\x7f]{{0,{MAX_TEXT}}}")
 _PEER = re.compile(rf"[\x20-\x7e]{{0,{MAX_PEER}}}")
 
@@ -230,8 +237,27 @@ def decode_header(line: bytes) -> Envelope:
         unknown = next(name for name in data if name not in _FIELDS)
         raise BadField(_shown_key(unknown), "unknown field")
     envelope = Envelope(**data)
+    _upgrade(envelope)
     _check(envelope)
     return envelope
+
+
+#: The domain of a pre-issue-12 mailbox whose recipient names none (see the module table).
+LEGACY_DOMAIN = "localhost"
+
+
+def _upgrade(e: Envelope) -> None:
+    """Read a pre-issue-12 bare mailbox name as ``<recipient's domain>/<name>``."""
+    if type(e.mailboxes) is not list or type(e.recipients) is not list:
+        return  # _check names the fault
+    for i, (name, address) in enumerate(zip(e.mailboxes, e.recipients, strict=False)):
+        if type(name) is str and "/" not in name and type(address) is str:
+            domain = split_address(address)[1]
+            try:
+                domain = normal_domain(domain) if domain else LEGACY_DOMAIN
+            except UnsafeMailbox:
+                domain = LEGACY_DOMAIN
+            e.mailboxes[i] = f"{domain}/{name}"
 
 
 def _check(e: Envelope) -> None:
@@ -239,14 +265,14 @@ def _check(e: Envelope) -> None:
     if type(e.queue_id) is not str or not _QUEUE_ID.fullmatch(e.queue_id):
         raise BadField("queue_id", "not 16 characters of A-Z2-7", e.queue_id)
     if type(e.sender) is not str or (e.sender and not _ADDRESS.fullmatch(e.sender)):
-        raise BadField("sender", f'not "" or 1-{MAX_TEXT} printable ASCII characters', e.sender)
+        raise BadField("sender", f'not "" or 1-{MAX_TEXT} characters without controls', e.sender)
     recipients, mailboxes = e.recipients, e.mailboxes
     if type(recipients) is not list or not 1 <= len(recipients) <= MAX_RECIPIENTS:
         shown = len(recipients) if type(recipients) is list else recipients
         raise BadField("recipients", f"not a list of 1-{MAX_RECIPIENTS} addresses", shown)
     for i, address in enumerate(recipients):
         if type(address) is not str or not _ADDRESS.fullmatch(address):
-            problem = f"not 1-{MAX_TEXT} printable ASCII characters"
+            problem = f"not 1-{MAX_TEXT} characters without controls"
             raise BadField(f"recipients[{i}]", problem, address)
     if type(mailboxes) is not list or len(mailboxes) != len(recipients):
         shown = len(mailboxes) if type(mailboxes) is list else mailboxes

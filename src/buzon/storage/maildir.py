@@ -1,4 +1,4 @@
-"""Maildir delivery (SPEC §3): ``<root>/<mailbox>/{tmp,new,cur}``, tmp → fsync → rename.
+"""Maildir delivery (SPEC §3): ``<root>/<domain>/<local>/{tmp,new,cur}``, tmp → fsync → rename.
 
 Theory of operation
 -------------------
@@ -16,12 +16,15 @@ looking for that name in ``new/`` or ``cur/`` (a mail reader may have moved it
 there and appended ``:2,S`` flags), so a crash between two recipients never
 delivers twice.
 
-Every path is built from a mailbox name vetted by
-:func:`buzon.storage.mailbox.mailbox_name`, checked again here, and is never
-resolved through a symbolic link: a delivery opens the mailbox folder, then its
-``tmp/`` and ``new/``, each with ``O_NOFOLLOW | O_DIRECTORY`` relative to the
-one before (``openat``), creates the file relative to ``tmp/``'s descriptor and
-renames it between the two descriptors. A link planted in place of a mailbox,
+Every path is built from a mailbox name ``<domain>/<local>`` vetted by
+:mod:`buzon.storage.mailbox` (the one home of the naming rule), checked again
+here, and is never resolved through a symbolic link: a delivery opens the
+domain folder relative to the mail root, the mailbox folder relative to the
+domain folder, then its ``tmp/`` and ``new/``, each with
+``O_NOFOLLOW | O_DIRECTORY`` relative to the one before (``openat``), creates
+the file relative to ``tmp/``'s descriptor and renames it between the two
+descriptors. Missing folders are created the same way, 0700, the domain folder
+included. A link planted in place of a domain folder, a mailbox,
 ``tmp/`` or ``new/`` (or of the file) makes the delivery fail with
 :class:`UnsafePath`, whenever it appears: nothing is checked once and trusted
 later, so there is no window in which a swapped link is followed. (Until 0.x a
@@ -34,28 +37,29 @@ case on the benchmark machine): there, creating a file scans every inode freed
 in the last 5 to 300 seconds in its directory's block group before it takes a
 free one ("recently_deleted" in ext4's inode allocator), so a busy group where
 other programs delete files makes each ``open(O_CREAT)`` cost 0.3-0.9 ms of CPU
-instead of 0.02 ms. Before creating the first mailbox folder, :func:`write_tmp`
+instead of 0.02 ms. Before creating the first domain folder, :func:`write_tmp`
 marks the mail root as the top of a directory hierarchy (``chattr +T``, the
-flag ``/home`` would carry), so ext4 spreads the mailbox folders over the
+flag ``/home`` would carry), and each domain folder before its first mailbox,
+so ext4 spreads the domain and mailbox folders over the
 emptiest block groups as it does users' home directories. Best effort: other
 file systems, and roots we do not own, simply keep their allocation.
 """
 
 from __future__ import annotations
 
-import array
-import contextlib
-import errno
-import fcntl
 import os
 import re
-import stat
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buzon.storage.mailbox import check_mailbox
+from buzon.storage.folders import (
+    UnsafePath,
+    mailbox_path,
+    open_dir,
+    open_folder,
+    open_maildir,
+)
 
 __all__ = [
     "Pending",
@@ -71,20 +75,8 @@ __all__ = [
     "write_tmp",
 ]
 
-_SUBDIRS = ("tmp", "new", "cur")
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _QUEUE_ID = re.compile(r"[A-Z2-7]{16}")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-# linux/fs.h: the inode flags ioctls and the "top of directory hierarchy" flag.
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IOC_SETFLAGS = 0x40086602
-_FS_TOPDIR_FL = 0x00020000
-_topdir_tried: set[Path] = set()  # roots already handled in this process
-
-
-class UnsafePath(OSError):
-    """A mailbox path that would leave the mail root or go through a symlink."""
 
 
 def message_name(received: float, queue_id: str, index: int, host: str) -> str:
@@ -99,142 +91,15 @@ def message_name(received: float, queue_id: str, index: int, host: str) -> str:
     return f"{int(received)}.Q{queue_id}R{index}.{host}"
 
 
-def _vetted(root: Path, mailbox: str) -> Path:
-    try:
-        check_mailbox(mailbox)
-    except ValueError as error:
-        raise UnsafePath(f"unsafe mailbox name {mailbox!r}: {error}") from None
-    return root / mailbox
+def trace_headers(*, sender: str, recipient: str) -> bytes:
+    """``Return-Path`` and ``Delivered-To`` for one recipient's copy, CRLF-ended.
 
-
-def mailbox_path(root: Path, mailbox: str) -> Path:
-    """The folder of ``mailbox`` under ``root``, checked to stay inside it.
-
-    Raises:
-        UnsafePath: the name is not a vetted mailbox name, or the folder exists as
-            a symlink or a non-directory.
+    ``Received:`` is not here: the SMTP side adds it when the message is queued
+    (``buzon.smtp.trace``), so the transforms see it. The addresses were checked
+    by the SMTP parser and the queue record (no CR, LF or other control); they
+    are UTF-8 only in a SMTPUTF8 transaction (RFC 6532 §3.2).
     """
-    path = _vetted(root, mailbox)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return path
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafePath(f"{path} is not a directory (symlink or file)")
-    return path
-
-
-def _spread_mailboxes(root: Path) -> None:
-    """Mark ``root`` ``+T`` so ext4 places new mailbox folders in uncrowded groups.
-
-    See the module docstring. Any failure (not ext2/3/4, not our directory, an
-    old kernel) leaves the root as it was: only the placement of folders is at
-    stake, never mail.
-    """
-    if root in _topdir_tried:
-        return
-    _topdir_tried.add(root)
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        if not flags[0] & _FS_TOPDIR_FL:
-            flags[0] |= _FS_TOPDIR_FL
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags, True)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _open_dir(name: str | Path, dir_fd: int | None = None) -> int:
-    """Open a directory without following a link at its last component.
-
-    Raises:
-        UnsafePath: it is a symlink or not a directory.
-        FileNotFoundError: it is not there.
-    """
-    try:
-        return os.open(name, _DIR, dir_fd=dir_fd)
-    except OSError as error:
-        if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath(f"{name} is a symlink or not a directory") from None
-        raise
-
-
-def _create_maildir(root: Path, mailbox: str) -> None:
-    """Create what is missing of ``<root>/<mailbox>/{tmp,new,cur}``: 0700, through no link."""
-    os.makedirs(root, exist_ok=True)
-    if not os.path.lexists(root / mailbox):
-        _spread_mailboxes(root)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(root / mailbox, 0o700)
-    folder = _open_dir(root / mailbox)
-    try:
-        for sub in _SUBDIRS:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(sub, 0o700, dir_fd=folder)
-    finally:
-        os.close(folder)
-
-
-def _open_maildir(root: Path, mailbox: str, create: bool) -> tuple[int, int]:
-    """Descriptors of the mailbox's ``tmp/`` and ``new/`` (created if ``create``).
-
-    Raises:
-        UnsafePath: see :func:`mailbox_path`; also a symlinked ``tmp/`` or ``new/``.
-        FileNotFoundError: something is missing and ``create`` is false (or it
-            vanished again while being created).
-    """
-    path = _vetted(root, mailbox)
-    for last in (not create, True):
-        try:
-            folder = _open_dir(path)
-            try:
-                tmp = _open_dir("tmp", folder)
-                try:
-                    return tmp, _open_dir("new", folder)
-                except BaseException:
-                    os.close(tmp)
-                    raise
-            finally:
-                os.close(folder)
-        except FileNotFoundError:
-            if last:
-                raise
-            _create_maildir(root, mailbox)
-    raise AssertionError("unreachable")
-
-
-def trace_headers(
-    *,
-    sender: str,
-    recipient: str,
-    helo: str | None,
-    peer: str,
-    host: str,
-    queue_id: str,
-    esmtp: bool,
-    received: float,
-) -> bytes:
-    """``Return-Path``, ``Delivered-To`` and ``Received`` (RFC 5321 §4.4), CRLF-ended.
-
-    The HELO name is the client's word: anything but printable ASCII is dropped
-    from it so it cannot inject a header.
-    """
-    helo_clean = "".join(c for c in (helo or "") if 0x21 <= ord(c) < 0x7F)[:255] or "unknown"
-    date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(received))
-    proto = "ESMTP" if esmtp else "SMTP"
-    lines = (
-        f"Return-Path: <{sender}>",
-        f"Delivered-To: {recipient}",
-        (f"Received: from {helo_clean} ({peer})\r\n\tby {host} (Buzon) with {proto}"
-         f" id {queue_id}\r\n\tfor <{recipient}>; {date}"),
-    )
-    return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
+    return f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
 
 
 @dataclass(slots=True)
@@ -251,6 +116,8 @@ class Pending:
     mailbox: str
     final: Path
     """Where the file will be once committed (for messages and tests)."""
+    folder: str = ""
+    """The Maildir++ folder it goes to (``""``: the inbox; ``.Junk``)."""
 
     def _close_dirs(self) -> None:
         for fd in (self.tmp_dir, self.new_dir):
@@ -266,19 +133,22 @@ class Pending:
             pass
 
 
-def write_tmp(root: Path, mailbox: str, name: str, parts: Iterable[bytes]) -> Pending:
+def write_tmp(
+    root: Path, mailbox: str, name: str, parts: Iterable[bytes], folder: str = "",
+) -> Pending:
     """First half of a delivery: create ``tmp/<name>`` and write the message into it.
 
     Splitting the delivery lets a batch write every file first and flush them
     afterwards, so one journal commit covers many files. The mailbox folder is
-    created (0700) if it is missing.
+    created (0700) if it is missing, and so is the Maildir++ ``folder`` (e.g.
+    ``.Junk``) when one is given.
 
     Raises:
         UnsafePath: see :func:`mailbox_path`; a symlinked ``tmp/``/``new/``, or a
             symlink where the file goes.
         OSError: the partial file is removed.
     """
-    tmp_dir, new_dir = _open_maildir(root, mailbox, create=True)
+    tmp_dir, new_dir = open_maildir(root, mailbox, create=True, folder=folder)
     try:
         try:
             fd = os.open(name, _CREATE, 0o600, dir_fd=tmp_dir)
@@ -290,7 +160,8 @@ def write_tmp(root: Path, mailbox: str, name: str, parts: Iterable[bytes]) -> Pe
         os.close(tmp_dir)
         os.close(new_dir)
         raise
-    pending = Pending(fd, tmp_dir, new_dir, name, mailbox, root / mailbox / "new" / name)
+    final = root / mailbox / folder / "new" / name if folder else root / mailbox / "new" / name
+    pending = Pending(fd, tmp_dir, new_dir, name, mailbox, final, folder)
     try:
         chunks = [memoryview(p) for p in parts]
         while chunks:
@@ -358,9 +229,9 @@ def deliver(
     return pending.final
 
 
-def sync_new(root: Path, mailbox: str) -> None:
-    """Flush a mailbox's ``new/`` directory, making the renames into it durable."""
-    tmp_dir, new_dir = _open_maildir(root, mailbox, create=False)
+def sync_new(root: Path, mailbox: str, folder: str = "") -> None:
+    """Flush a mailbox's (or its folder's) ``new/`` directory, making the renames durable."""
+    tmp_dir, new_dir = open_maildir(root, mailbox, create=False, folder=folder)
     try:
         os.fsync(new_dir)
     finally:
@@ -368,32 +239,44 @@ def sync_new(root: Path, mailbox: str) -> None:
         os.close(new_dir)
 
 
-def already_delivered(root: Path, mailbox: str, name: str) -> bool:
-    """Whether ``name`` is in the mailbox's ``new/`` or, flagged, in ``cur/``.
+def already_delivered(
+    root: Path, mailbox: str, name: str, folders: Iterable[str] = ("",),
+) -> bool:
+    """Whether ``name`` is in ``new/`` or, flagged, in ``cur/`` of the mailbox's ``folders``.
 
-    Looked up through the same link-refusing descriptors as a delivery, so a
-    planted link cannot make a recipient look served.
+    ``folders`` are the Maildir++ folders a delivery may have gone to (``""`` is
+    the inbox): a recovered message whose first delivery was filed into
+    ``.Junk`` is found there. Looked up through the same link-refusing
+    descriptors as a delivery, so a planted link cannot make a recipient look
+    served.
     """
-    try:
-        folder = _open_dir(_vetted(root, mailbox))
-    except (FileNotFoundError, UnsafePath):
-        return False
-    try:
-        for sub in ("new", "cur"):
+    for folder in folders:
+        try:
+            holder = open_folder(root, mailbox, folder)
+        except (FileNotFoundError, UnsafePath):
+            continue
+        try:
+            if _in_new_or_cur(holder, name):
+                return True
+        finally:
+            os.close(holder)
+    return False
+
+
+def _in_new_or_cur(holder: int, name: str) -> bool:
+    for sub in ("new", "cur"):
+        try:
+            fd = open_dir(sub, holder)
+        except (FileNotFoundError, UnsafePath):
+            continue
+        try:
             try:
-                fd = _open_dir(sub, folder)
-            except (FileNotFoundError, UnsafePath):
-                continue
-            try:
-                try:
-                    os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    return True
-                except FileNotFoundError:
-                    pass
-                if sub == "cur" and any(e.startswith(name + ":") for e in os.listdir(fd)):
-                    return True
-            finally:
-                os.close(fd)
-        return False
-    finally:
-        os.close(folder)
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+                return True
+            except FileNotFoundError:
+                pass
+            if sub == "cur" and any(e.startswith(name + ":") for e in os.listdir(fd)):
+                return True
+        finally:
+            os.close(fd)
+    return False

@@ -12,7 +12,7 @@ from buzon.spool import Envelope, Intake, Location, Spool, new_queue_id
 
 
 def _envelope() -> Envelope:
-    return Envelope(new_queue_id(), "a@example.org", ["b@example.org"], ["b"], helo="h")
+    return Envelope(new_queue_id(), "a@example.org", ["b@example.org"], ["example.org/b"], helo="h")
 
 
 def test_store_returns_the_id_after_the_record_is_queued(tmp_path: Path) -> None:

@@ -71,7 +71,9 @@ def test_good_records_before_a_hostile_one_are_delivered_then_the_segment_quaran
     )
     assert spool.recover() == [Location("MIXED", 0, GOOD["queue_id"])]
     envelope, content = spool.load(Location("MIXED", 0, GOOD["queue_id"]))
-    assert (envelope.queue_id, envelope.mailboxes, content) == (GOOD["queue_id"], ["bob"], b"hello")
+    # GOOD is a record of the old layout: its mailbox reads as <domain>/<local>.
+    assert (envelope.queue_id, envelope.mailboxes, content) == (
+        GOOD["queue_id"], ["example.org/bob"], b"hello")
     with pytest.raises(SpoolCorrupt):
         spool.load(Location("MIXED", len(first), "AGA2BXHGAEKN6XQB"))
     spool.release(Location("MIXED", 0, GOOD["queue_id"]))
@@ -81,7 +83,7 @@ def test_good_records_before_a_hostile_one_are_delivered_then_the_segment_quaran
 def test_store_then_recover_reads_every_record_back(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", fsync=False, segment_bytes=10)
     items = [
-        (Envelope(new_queue_id(), "", [f"r{i}@example.org"], [f"r{i}"], peer="?"), b"x" * i)
+        (Envelope(new_queue_id(), "", [f"r{i}@example.org"], [f"example.org/r{i}"], peer="?"), b"x" * i)
         for i in range(5)
     ]
     stored = spool.store_many(items)
@@ -111,8 +113,8 @@ def test_store_refuses_an_envelope_it_could_not_read_back_and_keeps_the_rest(
     tmp_path: Path,
 ) -> None:
     spool = Spool(tmp_path / "spool", fsync=False)
-    first, second = (Envelope(new_queue_id(), "a@x", [f"{n}@x"], [n]) for n in ("b", "c"))
-    bad = Envelope(new_queue_id(), "a@x", ["../b@x"], ["../b"])
+    first, second = (Envelope(new_queue_id(), "a@x", [f"{n}@x"], [f"x/{n}"]) for n in ("b", "c"))
+    bad = Envelope(new_queue_id(), "a@x", ["../b@x"], ["x/../b"])
     results = spool.store_many([(first, b"1"), (bad, b"2"), (second, b"3")])
     refused = results[1]
     assert isinstance(refused, OSError) and refused.errno == errno.EINVAL
@@ -125,7 +127,7 @@ def test_store_refuses_an_envelope_it_could_not_read_back_and_keeps_the_rest(
 
 def test_a_batch_of_only_refused_envelopes_writes_no_segment(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", fsync=False)
-    bad = Envelope("not an id", "a@x", ["b@x"], ["b"])
+    bad = Envelope("not an id", "a@x", ["b@x"], ["x/b"])
     (result,) = spool.store_many([(bad, b"x")])
     assert isinstance(result, OSError) and "queue_id" in str(result)
     assert list(spool.queue.iterdir()) == [] and list(spool.incoming.iterdir()) == []

@@ -9,7 +9,7 @@ from buzon.spool.shards import adopt_orphans, shard_root
 
 
 def _queue(root: Path, text: bytes) -> str:
-    envelope = Envelope(new_queue_id(), "a@example.org", ["b@example.org"], ["b"], size=len(text))
+    envelope = Envelope(new_queue_id(), "a@example.org", ["b@example.org"], ["example.org/b"], size=len(text))
     Spool(root, fsync=False).store(envelope, text)
     return envelope.queue_id
 
