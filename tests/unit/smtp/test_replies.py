@@ -85,7 +85,7 @@ _REPLY = re.compile(r"^(\d{3}|\{\})[ -]")
 
 
 # Methods overridden only to refuse some input first: aiosmtpd's replies stay reachable.
-_DELEGATING = {"smtp_HELO", "smtp_EHLO"}
+_DELEGATING = {"smtp_HELO", "smtp_EHLO", "smtp_STARTTLS"}  # STARTTLS: smtp/starttls.py
 
 
 def _replaced() -> set[str]:
