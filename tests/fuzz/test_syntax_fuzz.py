@@ -5,10 +5,13 @@ it the place where hostile input first becomes structure. Properties:
 
 * ``parse_mail`` / ``parse_rcpt`` return a printable-ASCII address or raise
   :class:`SyntaxFault` whose reply is a 4xx/5xx line with an enhanced code and
-  no line break; nothing else ever escapes.
-* ``mailbox_name`` returns a name that is safe as one directory under the
-  mail root (non-empty, at most 64 octets, lower-case printable ASCII, no
-  slash, backslash or leading dot) or raises :class:`UnsafeMailbox`.
+  no line break; nothing else ever escapes. In a SMTPUTF8 transaction (RFC
+  6531) the address may also hold UTF-8, never a control, a line or paragraph
+  separator or a lone surrogate (bytes that were not UTF-8).
+* ``mailbox_name`` returns ``<domain>/<local>``, safe as two directory levels
+  under the mail root (local part non-empty, at most 64 octets, lower case, the
+  storage alphabet, no slash, backslash or leading dot) or raises
+  :class:`UnsafeMailbox`.
 * every name ``mailbox_name`` returns is accepted by ``maildir.mailbox_path``,
   which checks it again at delivery (else: acked, then deferred forever);
 * reply text is RFC 5321 textstring: no control character is echoed;
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -65,25 +69,37 @@ def _check_fault(fault: SyntaxFault) -> None:
     assert "\r" not in fault.reply and "\n" not in fault.reply, fault.reply
 
 
-def _check_args(args: MailArgs, null_ok: bool) -> None:
+def _check_args(args: MailArgs, null_ok: bool, utf8: bool = False) -> None:
     assert isinstance(args, MailArgs)
     assert args.address or null_ok
     # Printable ASCII; the space included, since a quoted local part may hold one
     # (RFC 5321 qtextSMTP is %d32-33 / %d35-91 / %d93-126): '" "@0' is an address.
-    assert all(0x20 <= ord(c) < 0x7F for c in args.address), repr(args.address)
+    # Under SMTPUTF8 also any character past U+009F but U+2028/9 and surrogates.
+    utf8 = utf8 or "SMTPUTF8" in args.params
+    assert all(0x20 <= ord(c) < 0x7F or (utf8 and _utf8_ok(c)) for c in args.address), (
+        repr(args.address))
     for key, value in args.params.items():
         assert re.fullmatch(r"[A-Z0-9][A-Z0-9-]*", key), key
         assert value is None or all(0x20 < ord(c) < 0x7F and c != "=" for c in value)
 
 
-def _check_name(name: str) -> None:
-    assert isinstance(name, str) and name
-    assert len(name.encode()) <= MAX_LOCAL_PART
+def _utf8_ok(c: str) -> bool:
+    return ord(c) >= 0xA0 and c not in "\u2028\u2029" and not 0xD800 <= ord(c) <= 0xDFFF
+
+
+def _check_name(mailbox: str) -> None:
+    """``<domain>/<local>`` (issue 12): two safe folder levels under the mail root."""
+    assert isinstance(mailbox, str) and mailbox
+    domain, _, name = mailbox.partition("/")
+    assert re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", domain) and domain[0] != "-", domain
+    assert name and len(name.encode()) <= MAX_LOCAL_PART
     assert name == name.lower() and name[0] not in ".-"
-    assert set(name) <= ALPHABET, repr(name)  # a-z 0-9 . _ - + =: no shell metacharacter
+    # a-z 0-9 . _ - + = and, for SMTPUTF8, letters, digits and marks: no shell metacharacter
+    assert all(c in ALPHABET or (not c.isascii() and (c.isalnum() or
+               unicodedata.category(c)[0] == "M")) for c in name), repr(name)
     assert "/" not in name and "\\" not in name
     root = "/srv/mail"
-    assert os.path.dirname(os.path.normpath(os.path.join(root, name))) == root
+    assert os.path.dirname(os.path.dirname(os.path.normpath(os.path.join(root, mailbox)))) == root
 
 
 @FUZZ
@@ -103,20 +119,21 @@ def test_parse_mail_returns_an_address_or_raises_syntax_fault(
 
 
 @FUZZ
-@given(ARGS, st.sampled_from(["TO:", "", "TO: ", "to:<"]), st.booleans())
-@example(arg='TO:<" "@0>', prefix="TO:", extended=False)
+@given(ARGS, st.sampled_from(["TO:", "", "TO: ", "to:<"]), st.booleans(), st.booleans())
+@example(arg='TO:<" "@0>', prefix="TO:", extended=False, utf8=False)
+@example(arg="TO:<jos\udce9@x>", prefix="TO:", extended=True, utf8=True)
 def test_parse_rcpt_returns_an_address_or_raises_syntax_fault(
-    arg: str, prefix: str, extended: bool,
+    arg: str, prefix: str, extended: bool, utf8: bool,
 ) -> None:
     for text in (prefix + arg, arg):
         try:
-            parsed = parse_rcpt(text, extended=extended)
+            parsed = parse_rcpt(text, extended=extended, utf8=utf8)
         except SyntaxFault as fault:
             _check_fault(fault)
             continue
-        _check_args(parsed, null_ok=False)
+        _check_args(parsed, null_ok=False, utf8=utf8)
         try:
-            name = mailbox_name(parsed.address)
+            name = mailbox_name(parsed.address, "mx.test")
         except UnsafeMailbox:
             continue
         _check_name(name)
@@ -130,7 +147,7 @@ def test_parse_rcpt_returns_an_address_or_raises_syntax_fault(
 @example("\x00@y")
 def test_mailbox_name_is_safe_or_refused(address: str) -> None:
     try:
-        name = mailbox_name(address)
+        name = mailbox_name(address, "mx.test")
     except UnsafeMailbox:
         return
     _check_name(name)
@@ -142,7 +159,7 @@ def test_mailbox_name_is_safe_or_refused(address: str) -> None:
 @example("a\udfff@example.org")
 def test_mailbox_name_raises_only_unsafe_mailbox_for_any_str(address: str) -> None:
     try:
-        name = mailbox_name(address)
+        name = mailbox_name(address, "mx.test")
     except UnsafeMailbox:
         return
     _check_name(name)
@@ -160,7 +177,7 @@ def test_every_name_mailbox_name_returns_is_deliverable(address: str) -> None:
     250 and then deferred forever.
     """
     try:
-        name = mailbox_name(address)
+        name = mailbox_name(address, "mx.test")
     except UnsafeMailbox:
         return
     path = maildir.mailbox_path(Path("/nonexistent-mail-root"), name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -66,16 +67,22 @@ def test_trace_headers_are_prepended_per_recipient(server: RunningServer) -> Non
     (carol,) = maildir_files(server.mail_root, "carol")
     head = bob.read_bytes().split(b"Subject:")[0].decode()
     assert head.startswith("Return-Path: <alice@example.org>\r\nDelivered-To: Bob@Example.org\r\n")
-    assert "Received: from client.example (127.0.0.1:" in head
-    assert f"by mx.test (Buzon) with ESMTP id {queue_id}\r\n\tfor <Bob@Example.org>; " in head
+    # One Received: for the message, added at intake (RFC 5321 §4.4 form): with two
+    # recipients it names neither (Postfix does the same).
+    assert re.search(
+        rf"\r\nReceived: from client\.example \(localhost \[127\.0\.0\.1\]\)\r\n"
+        rf"\tby mx\.test \(Buzon\) with ESMTP id {queue_id};\r\n"
+        rf"\t(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d \w\w\w \d{{4}} \d\d:\d\d:\d\d \+0000\r\n", head)
     assert b"Delivered-To: carol@example.org\r\n" in carol.read_bytes()
+    # The queued message is one: both copies differ only in Delivered-To.
+    assert bob.read_bytes().replace(b"Bob@Example.org", b"carol@example.org") == carol.read_bytes()
     assert body_of(bob) == body_of(carol) == b"Subject: s\r\n\r\nhi\r\n"
 
 
 def test_python_mailbox_reads_every_message_back(server: RunningServer) -> None:
     for n in range(3):
         _send(server, ["reader@example.org"], f"Subject: n{n}\r\nX-N: {n}\r\n\r\nbody {n}\r\n.\r\n".encode())
-    box = mailbox.Maildir(server.mail_root / "reader", factory=None, create=False)
+    box = mailbox.Maildir(server.mail_root / "example.org" / "reader", factory=None, create=False)
     messages = sorted(box, key=lambda m: m["X-N"])
     assert [m["Subject"] for m in messages] == ["n0", "n1", "n2"]
     assert all(m["Return-Path"] == "<a@example.org>" for m in messages)
@@ -84,7 +91,10 @@ def test_python_mailbox_reads_every_message_back(server: RunningServer) -> None:
 
 def test_maildir_layout_names_and_permissions(server: RunningServer) -> None:
     queue_id = _send(server, ["layout@example.org", "LAYOUT@example.org"], b"x\r\n.\r\n")
-    folder = server.mail_root / "layout"
+    # <mail root>/<domain>/<local> (issue 12): Dovecot's maildir:.../%d/%n.
+    assert [p.name for p in server.mail_root.iterdir()] == ["example.org"]
+    assert os.stat(server.mail_root / "example.org").st_mode & 0o777 == 0o700
+    folder = server.mail_root / "example.org" / "layout"
     assert sorted(p.name for p in folder.iterdir()) == ["cur", "new", "tmp"]
     assert list((folder / "tmp").iterdir()) == []
     # One mailbox named twice (case differs) gets one copy, as Postfix does.
@@ -124,7 +134,7 @@ def test_unsafe_mailbox_names_are_refused_and_nothing_leaves_the_root(
     mail = server.mail_root.resolve()
     outside = [p for p in created if not p.resolve().is_relative_to(server.settings.data_dir.resolve())]
     assert outside == []
-    assert sorted(p.name for p in mail.iterdir()) == ["safe"]
+    assert sorted(str(p.relative_to(mail)) for p in mail.glob("*/*")) == ["example.org/safe"]
 
 
 @pytest.mark.parametrize("raw", [b'"a\x00b"@example.org', b"a\x01b@example.org", b'"\x7f"@x.org'])
@@ -143,7 +153,8 @@ def test_a_symlinked_mailbox_is_never_followed(server: RunningServer, tmp_path: 
     for sub in ("tmp", "new", "cur"):
         (elsewhere / sub).mkdir(parents=True)
     server.mail_root.mkdir(parents=True, exist_ok=True)
-    (server.mail_root / "trap").symlink_to(elsewhere)
+    (server.mail_root / "example.org").mkdir()
+    (server.mail_root / "example.org" / "trap").symlink_to(elsewhere)
     with LineClient(server.port) as c:
         c.reply()
         c.cmd("MAIL FROM:<a@example.org>")

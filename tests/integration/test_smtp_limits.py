@@ -58,7 +58,10 @@ def test_command_line_too_long(make_server: Callable[..., RunningServer]) -> Non
         assert c.cmd("NOOP") == "250 2.0.0 Ok"
 
 
-def test_data_line_over_1000_octets_is_refused(server: RunningServer) -> None:
+def test_data_line_over_1000_octets_is_refused(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(long_lines="refuse")  # the default, "accept", keeps the line
     with LineClient(server.port) as c:
         _start_data(c, "longline@example.org")
         c.send("y" * 1200 + "\r\n")

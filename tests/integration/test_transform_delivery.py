@@ -7,12 +7,14 @@ the failure policy does when a transform will not work.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from helpers import (
     LineClient,
     RunningServer,
+    _tac,
     body_of,
     code,
     free_port,
@@ -26,6 +28,11 @@ from buzon.monitor.wire import Request, decode_response, encode_request
 
 MESSAGE = b"Subject: order\r\nX-Line: 1\r\n\r\nfirst\r\nsecond\r\nthird\r\n"
 REVERSED = b"third\r\nsecond\r\nfirst\r\n\r\nX-Line: 1\r\nSubject: order\r\n"
+# What follows REVERSED once tac has run: the fields Buzón added when queueing, reversed.
+_TAC_TAIL = re.compile(
+    rb"Message-ID: <[A-Z2-7]{16}@mx\.test>\r\nDate: [^\r\n]+\r\n\t[^\r\n]+\r\n"
+    rb"\tby mx\.test \(Buzon\) with ESMTP id [A-Z2-7]{16};?\r\nReceived: from me \([^\r\n]+\r\n\Z"
+)
 
 
 def _send(port: int, rcpts: list[str], data: bytes = MESSAGE) -> str:
@@ -60,7 +67,11 @@ def test_local_tac_reverses_the_lines_byte_exact(make_server: Callable[..., Runn
     server.wait_idle()
     for box in ("rev", "rev2"):
         (path,) = maildir_files(server.mail_root, box)
-        assert body_of(path) == REVERSED
+        data = path.read_bytes()
+        assert _TAC_TAIL.search(data[data.index(REVERSED) + len(REVERSED):]), data
+        assert body_of(path, tac=True) == REVERSED
+        # Received: was added before the transform: tac moved it to the end.
+        assert path.read_bytes().rsplit(b"\r\n", 2)[1].startswith(b"Received: from me (")
     assert server.server.counters.transform_ok == 1  # once per message, not per recipient
 
 
@@ -75,14 +86,17 @@ def test_the_monitor_switch_turns_transforms_off_and_on(
     _send(server.port, ["on@example.org"])
     server.wait_idle()
     assert body_of(maildir_files(server.mail_root, "off")[0]) == MESSAGE
-    assert body_of(maildir_files(server.mail_root, "on")[0]) == REVERSED
+    assert body_of(maildir_files(server.mail_root, "on")[0], tac=True) == REVERSED
 
 
 def test_a_chain_of_two_runs_in_order(make_server: Callable[..., RunningServer]) -> None:
     server = make_server(transform="tac | tr a-z A-Z")
     _send(server.port, ["chain@example.org"])
     server.wait_idle()
-    assert body_of(maildir_files(server.mail_root, "chain")[0]) == REVERSED.upper()
+    data = maildir_files(server.mail_root, "chain")[0].read_bytes()
+    queued = _tac(data.split(b"\r\n", 2)[2])  # after Return-Path and Delivered-To
+    assert queued.startswith(b"RECEIVED: FROM ME (LOCALHOST [127.0.0.1])\r\n")
+    assert queued.endswith(MESSAGE.upper()) and REVERSED.upper() in data
 
 
 def test_a_failing_transform_is_retried_then_the_original_delivered_with_a_header(
@@ -180,7 +194,7 @@ def test_upgrading_from_the_spool_work_layout_loses_nothing_queued(tmp_path: Pat
 
     data, port = tmp_path / "data", free_port()
     old = Spool(data / "spool")  # the old layout: its work area is spool/work
-    envelope = Envelope(new_queue_id(), "a@example.org", ["up@example.org"], ["up"], helo="h")
+    envelope = Envelope(new_queue_id(), "a@example.org", ["up@example.org"], ["example.org/up"], helo="h")
     old.store(envelope, MESSAGE)
     old.work_path(envelope.queue_id, "out").write_bytes(b"Subject: stale\r\n\r\nold\r\n")
     stray = data / "work" / "w0" / "GONE.out"  # a leftover of a message no longer queued
@@ -191,7 +205,9 @@ def test_upgrading_from_the_spool_work_layout_loses_nothing_queued(tmp_path: Pat
         assert wait_for(lambda: not any((data / "spool" / "queue").iterdir()))
         proc.terminate()
     (path,) = maildir_files(data / "mail", "up")
-    assert body_of(path) == REVERSED  # transformed again, not the stale output
+    # Transformed again, not the stale output. Queued before Received: was added at
+    # intake, so it has none (a message recovered from an older queue).
+    assert path.read_bytes().split(b"\r\n", 2)[2] == REVERSED
     assert not (data / "spool" / "work").exists()
     assert not stray.exists()
     assert list((data / "work" / "w0").iterdir()) == []

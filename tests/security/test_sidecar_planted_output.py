@@ -62,7 +62,7 @@ def test_a_planted_output_never_replaces_the_transform(
     gate.touch()
     assert wait_for(lambda: maildir_files(server.mail_root, "victim"), timeout=30)
     (path,) = maildir_files(server.mail_root, "victim")
-    assert body_of(path) == REVERSED  # transformed, not the planted bytes
+    assert body_of(path, tac=True) == REVERSED  # transformed, not the planted bytes
     assert server.server.counters.transform_ok == 1
 
 
@@ -85,5 +85,5 @@ def test_a_planted_symlink_output_is_not_followed(
     gate.touch()
     assert wait_for(lambda: maildir_files(server.mail_root, "victim2"), timeout=30)
     (path,) = maildir_files(server.mail_root, "victim2")
-    assert body_of(path) == REVERSED
+    assert body_of(path, tac=True) == REVERSED
     assert secret.read_bytes().startswith(b"Subject: secret")  # untouched

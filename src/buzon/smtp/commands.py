@@ -6,6 +6,8 @@ A mixin between :class:`buzon.smtp.session.BuzonSMTP` and aiosmtpd's ``SMTP``:
 
 * HELO/EHLO: a name with a control character (a NUL, ESC, CR) is refused with
   ``501 5.5.2`` before aiosmtpd stores it; it would reach ``Received:`` and logs.
+  So is a non-ASCII name (SMTPUTF8 lets 8-bit arguments through): RFC 6531
+  §3.7.1 has clients send EHLO names in ASCII, IDNs as A-labels.
 * HELP (RFC 5321 §4.1.1.8): ``214`` with the commands that exist; aiosmtpd's
   answered ``250`` and, since our MAIL/RCPT/DATA lack its ``@syntax``
   decorator, left them out while listing AUTH.
@@ -63,11 +65,17 @@ class Commands(SMTP):
         if hostname and has_controls(hostname):
             await self.push(replies.BAD_HELO)  # type: ignore[arg-type]
             return
+        if hostname and not hostname.isascii():
+            await self.push(replies.HELO_NOT_ASCII)  # type: ignore[arg-type]
+            return
         await super().smtp_HELO(hostname)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if hostname and has_controls(hostname):
             await self.push(replies.BAD_HELO)  # type: ignore[arg-type]
+            return
+        if hostname and not hostname.isascii():
+            await self.push(replies.HELO_NOT_ASCII)  # type: ignore[arg-type]
             return
         await super().smtp_EHLO(hostname)
 

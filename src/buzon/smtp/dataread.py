@@ -138,8 +138,16 @@ def _has_long_line(raw: bytes) -> bool:
     return False
 
 
-def finish(raw: bytes, *, max_size: int) -> bytes | str:
+def finish(raw: bytes, *, max_size: int, accept_long_lines: bool = False) -> bytes | str:
     """Check limits and undo dot-stuffing.
+
+    Args:
+        raw: the body as :func:`read_raw` returns it (whole, still dot-stuffed).
+        max_size: the size limit.
+        accept_long_lines: keep lines over 1,000 octets (``BUZON_LONG_LINES=accept``)
+            instead of refusing the message. Unstuffing works on the whole body, not
+            on the chunks it arrived in, so a long line or a dot at a chunk's edge
+            comes out the same either way.
 
     Returns:
         The message bytes, or the reply line to send (552 5.3.4 too big,
@@ -147,7 +155,7 @@ def finish(raw: bytes, *, max_size: int) -> bytes | str:
     """
     if len(raw) > max_size:
         return str(replies.TOO_BIG)
-    if len(raw) > MAX_LINE and _has_long_line(raw):
+    if not accept_long_lines and len(raw) > MAX_LINE and _has_long_line(raw):
         return str(replies.LINE_TOO_LONG)
     # §4.5.2: a line beginning with "." lost its first dot on the way in.
     content = raw.replace(b"\r\n.", b"\r\n")

@@ -46,7 +46,7 @@ def _address(line: bytes) -> str | None:
     start, end = arg.find(b"<"), arg.rfind(b">")
     if not colon or start < 0 or end < start:
         return None
-    return arg[start + 1 : end].decode("ascii", "replace")
+    return arg[start + 1 : end].decode("utf-8", "replace")  # UTF-8 under SMTPUTF8
 
 
 class Refusals(SMTP):

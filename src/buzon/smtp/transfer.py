@@ -11,6 +11,9 @@ buffered; if the budget runs out the rest is dropped and the reply after the
 terminator is ``452 4.3.1``. The reservation is given back when the command
 ends, however it ends (stored, refused, the client gone).
 
+Lines over 1,000 octets are refused (``500 5.5.2``) or kept, as the handler's
+``accept_long_lines`` says (``BUZON_LONG_LINES``).
+
 The idle timer resets on every byte of DATA, so a client dripping one byte a
 minute would hold its slot forever: DATA as a whole gets ``data_timeout``.
 """
@@ -108,7 +111,9 @@ class DataTransfer(SMTP):
             # The client went away mid-DATA: end the session quietly, nothing stored.
             # Raised outside the except clause, so it carries no context.
             raise asyncio.CancelledError
-        result = str(refusal) if refusal else dataread.finish(raw, max_size=limit)
+        accept_long = getattr(self.event_handler, "accept_long_lines", False)
+        result = (str(refusal) if refusal
+                  else dataread.finish(raw, max_size=limit, accept_long_lines=accept_long))
         del raw
         # Each reply is pushed before the envelope is reset, so a refusal's
         # access-log line names the sender and recipients it refused.

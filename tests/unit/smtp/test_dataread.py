@@ -137,3 +137,54 @@ def test_long_line_check_agrees_with_splitting(parts: list[bytes]) -> None:
 
     raw = b"".join(parts) + b"\r\n"
     assert _has_long_line(raw) == (max(map(len, raw.split(b"\r\n"))) > MAX_LINE)
+
+
+# --- BUZON_LONG_LINES: refuse (RFC 5321 §4.5.3.1.6) or accept and keep the line intact -------
+# Text octets of one line, its CRLF not counted: 998 is RFC 5321's 1,000 with the CRLF,
+# 999 what a transparency dot adds (aiosmtpd's allowance, and ours).
+@pytest.mark.parametrize(
+    ("octets", "refused"), [(998, False), (999, False), (1000, True), (1001, True), (100_000, True)]
+)
+@pytest.mark.parametrize("accept", [False, True])
+def test_long_lines_refused_or_kept_intact(octets: int, refused: bool, accept: bool) -> None:
+    line = bytes(range(33, 127)) * (octets // 94) + b"L" * (octets % 94)
+    assert len(line) == octets
+    raw = b"Subject: long\r\n\r\n" + line + b"\r\n..dot-stuffed after it\r\n"
+    result = finish(raw, max_size=10**6, accept_long_lines=accept)
+    if refused and not accept:
+        assert result == str(replies.LINE_TOO_LONG) == "500 5.5.2 Error: line too long"
+    else:
+        assert result == b"Subject: long\r\n\r\n" + line + b"\r\n.dot-stuffed after it\r\n"
+
+
+@pytest.mark.parametrize("step", [1, 7, 1000, 4096, 65536])
+@pytest.mark.parametrize("accept", [False, True])
+def test_a_long_line_and_stuffed_dots_across_chunk_boundaries(step: int, accept: bool) -> None:
+    """The body arrives in chunks of ``step`` octets; lines and dots straddle their edges.
+
+    A stuffed dot right at a chunk's start, a line end split between two chunks, a
+    100,000-octet line spanning many chunks: unstuffing and the terminator come out
+    the same as for the body sent whole.
+    """
+    long_line = b"x" * 100_000
+    body = (b"Subject: chunks\r\n\r\n" + b"a" * (step - 19 - 2 if step > 21 else 1) + b"\r\n"
+            + b"..dot at a chunk edge\r\n" + long_line + b"\r\n" + b"...\r\n" + b"end\r\n")
+    stream = body + b".\r\nQUIT\r\n"
+    raw, refusal, rest = asyncio.run(_read(stream, max_size=10**6, step=step))
+    assert (raw, refusal, rest) == (body, None, b"QUIT\r\n")
+    result = finish(raw, max_size=10**6, accept_long_lines=accept)
+    if accept:
+        assert result == body.replace(b"\r\n..", b"\r\n.")
+        assert b"\r\n" + long_line + b"\r\n" in result
+    else:
+        assert result == str(replies.LINE_TOO_LONG)
+
+
+@given(st.lists(st.sampled_from([b"x" * 10, b"y" * 1500, b".", b"..", b"\r\n", b"\r", b"\n"]),
+                max_size=30))
+def test_accepting_long_lines_changes_nothing_but_the_refusal(parts: list[bytes]) -> None:
+    raw = b"".join(parts) + b"\r\n"
+    kept = finish(raw, max_size=10**6, accept_long_lines=True)
+    refused = finish(raw, max_size=10**6)
+    assert isinstance(kept, bytes)
+    assert refused == kept or refused == str(replies.LINE_TOO_LONG)

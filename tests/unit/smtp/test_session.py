@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from buzon.metrics.counters import Counters
 from buzon.smtp import replies
 from buzon.smtp.handler import Handler
 from buzon.smtp.session import BuzonSMTP, Hub, Limits, refuse_busy
+from buzon.smtp.trace import rfc5322_date
 
 HOST = "mx.test"
 PEER = ("192.0.2.7", 40123)
@@ -89,6 +91,25 @@ class FakeIntake:
             raise self.error
         self.stored.append((envelope, content))
         return str(envelope.queue_id)
+
+    @property
+    def sent(self) -> list[bytes]:
+        """Each stored message without the fields Buzón put in front of it.
+
+        ``Received:`` (folded), then ``Date:`` and ``Message-ID:`` if Buzón added them
+        (known by their values). A message without a header block keeps the empty
+        line Buzón inserted before it.
+        """
+        result = []
+        for envelope, content in self.stored:
+            match = re.match(rb"Received: from [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)+", content)
+            assert match, content[:300]
+            rest = content[match.end():]
+            date = f"Date: {rfc5322_date(envelope.received)}\r\n".encode()
+            rest = rest[len(date):] if rest.startswith(date) else rest
+            mid = f"Message-ID: <{envelope.queue_id}@mx.test>\r\n".encode()
+            result.append(rest[len(mid):] if rest.startswith(mid) else rest)
+        return result
 
 
 class Client:
@@ -195,6 +216,7 @@ def test_greeting_and_the_ehlo_lines(tmp_path: Path) -> None:
             "250-PIPELINING",
             "250-SIZE 10000",
             "250-8BITMIME",
+            "250-SMTPUTF8",
             "250 ENHANCEDSTATUSCODES",
         ]
         assert await c.cmd("HELO client.example") == "250 mx.test"
@@ -217,10 +239,15 @@ def test_a_transaction_is_queued_with_its_envelope_and_unstuffed_body(tmp_path: 
         ((envelope, content),) = intake.stored
         assert queued == replies.QUEUED.format(envelope.queue_id)
         assert (envelope.sender, envelope.recipients, envelope.mailboxes) == (
-            "alice@example.org", ["bob@example.org"], ["bob"])
+            "alice@example.org", ["bob@example.org"], ["example.org/bob"])
         assert (envelope.helo, envelope.esmtp, envelope.peer) == ("client.example", True,
                                                                   "192.0.2.7:40123")
-        assert content == b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
+        assert intake.sent == [b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"]
+        # Received: at intake, in the RFC 5321 §4.4 form (buzon.smtp.trace has the table).
+        assert content.startswith(
+            b"Received: from client.example (unknown [192.0.2.7])\r\n"
+            b"\tby mx.test (Buzon) with ESMTP id " + envelope.queue_id.encode() + b"\r\n"
+            b"\tfor <bob@example.org>; ")
         assert envelope.size == len(content) and hub.counters.mails_sent == 1
         # The session is ready for the next transaction.
         assert await c.cmd("MAIL FROM:<>") == "250 2.1.0 Ok"
@@ -244,7 +271,8 @@ def test_pipelined_transaction_fed_in_any_split(tmp_path: Path, step: int | None
             await asyncio.sleep(0)  # one loop turn: the session reads this piece on its own
         for _ in range(6):
             replies_.append((await c.reply()).split("\n")[-1])
-        assert [content for _, content in intake.stored] == [b"line one\r\n.\r\n"]
+        # No header block: Buzón put an empty line before it, so readers show the body.
+        assert intake.sent == [b"\r\nline one\r\n.\r\n"]
 
     run(scenario, tmp_path)
     assert [r[:9] for r in replies_] == [
@@ -262,8 +290,7 @@ def test_data_fed_one_byte_at_a_time(tmp_path: Path) -> None:
             c.send(bytes([byte]))
             await asyncio.sleep(0)  # one loop turn per byte: the DATA reader sees every split
         assert (await c.reply()).startswith("250 2.0.0 Ok: queued as ")
-        assert [content for _, content in intake.stored] == [
-            b"Subject: drip\r\n\r\nfirst\r\n.dot\r\nlast\r\n"]
+        assert intake.sent == [b"Subject: drip\r\n\r\nfirst\r\n.dot\r\nlast\r\n"]
 
     run(scenario, tmp_path)
 
@@ -406,7 +433,7 @@ def test_half_close_after_whole_commands_still_answers_them(tmp_path: Path) -> N
         assert [a[:9] for a in answers] == [
             "250 2.1.0", "250 2.1.5", "354 End d", "250 2.0.0", "221 2.0.0"]
         await c.closed()
-        assert [content for _, content in intake.stored] == [b"hi\r\n"]
+        assert intake.sent == [b"\r\nhi\r\n"]  # no header block: an empty line before it
 
     run(scenario, tmp_path)
 
