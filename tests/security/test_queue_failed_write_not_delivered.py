@@ -54,7 +54,7 @@ def test_a_maildir_write_that_finds_no_folder_is_retried_not_counted_delivered(
     failures: list[str] = []
 
     def racing_write_tmp(root_: Path, mailbox: str, *args: Any, **kwargs: Any) -> Any:
-        if mailbox == "victim" and not failures:
+        if mailbox == "example.org/victim" and not failures:
             failures.append(mailbox)
             gone = root_ / mailbox / "tmp" if vanish == "tmp" else root_
             shutil.rmtree(gone, ignore_errors=True)
@@ -62,12 +62,12 @@ def test_a_maildir_write_that_finds_no_folder_is_retried_not_counted_delivered(
         return real(root_, mailbox, *args, **kwargs)
 
     monkeypatch.setattr(maildir, "write_tmp", racing_write_tmp)
-    (root / "victim" / "tmp").mkdir(parents=True)
-    (root / "victim" / "new").mkdir()
+    (root / "example.org" / "victim" / "tmp").mkdir(parents=True)
+    (root / "example.org" / "victim" / "new").mkdir()
     queue_id = _send(server.port, "victim@example.org")
 
     delivered = wait_for(lambda: maildir_files(root, "victim"), timeout=10)
-    assert failures == ["victim"]
+    assert failures == ["example.org/victim"]
     assert delivered, f"message {queue_id} was acked, its write failed, and it was never retried"
     (path,) = delivered
     assert f"Q{queue_id}R0" in path.name and body_of(path) == BODY

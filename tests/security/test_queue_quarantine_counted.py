@@ -20,7 +20,7 @@ from buzon.spool.record import Envelope, encode
 
 
 def _record(queue_id: str, rcpt: str, body: bytes) -> bytes:
-    envelope = Envelope(queue_id, "a@example.org", [f"{rcpt}@example.org"], [rcpt],
+    envelope = Envelope(queue_id, "a@example.org", [f"{rcpt}@example.org"], [f"example.org/{rcpt}"],
                         peer="127.0.0.1:1", received=1_700_000_000, size=len(body))
     return encode(envelope) + body
 

@@ -12,7 +12,7 @@ the variable, and exit status 2; the input value is never echoed, so a secret
 cannot leak into logs.
 
 Modules: :mod:`.server` (the server's model, which mixes in :mod:`.mailhost`,
-:mod:`.tls` and :mod:`.messages`), :mod:`.client` (``monitor-client``),
+:mod:`.tls`, :mod:`.messages` and :mod:`.observe`), :mod:`.client` (``monitor-client``),
 :mod:`.cli` (flags), :mod:`.common` (the token rule, the error report).
 """
 

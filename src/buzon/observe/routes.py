@@ -15,7 +15,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from buzon.observe.exposition import CONTENT_TYPE, render
-from buzon.observe.httpd import Answer, Route, text
+from buzon.observe.httpd import Answer, Request, Route, text
 
 __all__ = ["READY_TIMEOUT", "routes"]
 
@@ -25,13 +25,13 @@ READY_TIMEOUT = 2.0  # seconds the readiness check may take before it counts as 
 def routes(registry: CollectorRegistry, not_ready: Callable[[], str | None]) -> dict[str, Route]:
     """``/metrics``, ``/healthz`` and ``/readyz`` over ``registry`` and ``not_ready``."""
 
-    async def metrics() -> Answer:
+    async def metrics(_: Request) -> Answer:
         return Answer(200, render(registry), CONTENT_TYPE)
 
-    async def healthz() -> Answer:
+    async def healthz(_: Request) -> Answer:
         return text(200, "ok")
 
-    async def readyz() -> Answer:
+    async def readyz(_: Request) -> Answer:
         try:
             reason = await asyncio.wait_for(asyncio.to_thread(not_ready), READY_TIMEOUT)
         except TimeoutError:

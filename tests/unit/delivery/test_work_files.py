@@ -25,11 +25,11 @@ class _Upper:
 
 
 def _envelope() -> Envelope:
-    return Envelope(new_queue_id(), "a@example.org", ["bo@example.org"], ["bo"], helo="h")
+    return Envelope(new_queue_id(), "a@example.org", ["bo@example.org"], ["example.org/bo"], helo="h")
 
 
 def _delivered(mail: Path) -> list[bytes]:
-    return [p.read_bytes() for p in sorted((mail / "bo" / "new").iterdir())]
+    return [p.read_bytes() for p in sorted((mail / "example.org" / "bo" / "new").iterdir())]
 
 
 async def _run(worker: DeliveryPipeline, recovered: list[object] | None = None,

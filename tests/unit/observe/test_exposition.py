@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from buzon.metrics import Counters
 from buzon.metrics.counters import GAUGES
 from buzon.observe import METRICS, queue_problem, registry_for, render, routes
+from buzon.observe.httpd import Request
 
 
 def families(counters: Counters, enabled: bool = False) -> dict[str, tuple[str, str, float]]:
@@ -46,9 +47,9 @@ def test_values_are_read_at_scrape_time_and_exact_past_32_bits() -> None:
 
 def test_readyz_answers_503_with_the_reason(tmp_path: Path) -> None:
     table = routes(registry_for(Counters(), lambda: False), lambda: "the queue is on fire")
-    answer = asyncio.run(table["/readyz"]())
+    answer = asyncio.run(table["/readyz"](Request("GET", "/readyz")))
     assert (answer.status, answer.body) == (503, b"not ready: the queue is on fire\n")
-    assert asyncio.run(routes(registry_for(Counters(), lambda: False), lambda: None)["/readyz"]()
+    assert asyncio.run(routes(registry_for(Counters(), lambda: False), lambda: None)["/readyz"](Request("GET", "/readyz"))
                        ).status == 200
 
 

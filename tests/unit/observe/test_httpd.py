@@ -6,7 +6,17 @@ import asyncio
 
 import pytest
 
-from buzon.observe.httpd import MAX_HEAD, Answer, _HttpProtocol, parse_request, text
+from buzon.observe.httpd import (
+    MAX_BODY,
+    MAX_HEAD,
+    Answer,
+    Request,
+    _HttpProtocol,
+    parse_head,
+    parse_request,
+    post,
+    text,
+)
 
 
 class FakeTransport:
@@ -26,6 +36,9 @@ class FakeTransport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5555) if name == "peername" else None
 
 
 CASES = [
@@ -48,14 +61,17 @@ def test_parse_request(head: bytes, want: tuple[str, str] | int) -> None:
 
 
 async def _run(data: bytes, *, byte_at_a_time: bool = False) -> FakeTransport:
-    async def ok() -> Answer:
+    async def ok(_: Request) -> Answer:
         return text(200, "ok")
 
-    async def broken() -> Answer:
+    async def broken(_: Request) -> Answer:
         raise RuntimeError("a bug")
 
+    async def echo(request: Request) -> Answer:
+        return text(200, f"{request.query}|{request.headers.get('x-a', '')}|{request.body!r}")
+
     tasks: set[asyncio.Task[None]] = set()
-    protocol = _HttpProtocol({"/healthz": ok, "/broken": broken}, tasks)
+    protocol = _HttpProtocol({"/healthz": ok, "/broken": broken, "/echo": post(echo)}, tasks)
     transport = FakeTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     chunks = [data[i:i + 1] for i in range(len(data))] if byte_at_a_time else [data]
@@ -72,6 +88,12 @@ async def _run(data: bytes, *, byte_at_a_time: bool = False) -> FakeTransport:
     (b"GET /nowhere HTTP/1.1\r\n\r\n", 404),
     (b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
     (b"BREW /nowhere HTTP/1.1\r\n\r\n", 404),
+    (b"GET /echo HTTP/1.1\r\n\r\n", 405),
+    (b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 200),
+    (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+    (b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1), 413),
+    (b"GET /healthz HTTP/1.1\r\nno colon\r\n\r\n", 400),
     (b"nonsense\r\n\r\n", 400),
 ])
 def test_one_request_one_answer_then_close(
@@ -119,6 +141,36 @@ def test_a_head_never_finished_gets_408(monkeypatch: pytest.MonkeyPatch) -> None
         transport = FakeTransport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         protocol.data_received(b"GET /healthz HT")
+        await asyncio.wait_for(transport.gone.wait(), 5)
+        return transport
+
+    assert asyncio.run(main()).written.startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_post_route_gets_its_query_headers_and_whole_body() -> None:
+    transport = asyncio.run(_run(
+        b"POST /echo?a=1 HTTP/1.1\r\nX-A: b c \r\nContent-Length: 5\r\n\r\nhello+extra",
+        byte_at_a_time=True))
+    assert transport.written.endswith(b"\r\n\r\na=1|b c|b'hello'\n")
+
+
+def test_parse_head_reads_header_fields_by_lower_case_name() -> None:
+    got = parse_head(b"GET /x?y HTTP/1.1\r\nCookie: a=1\r\ncookie: b=2\r\nHost: h")
+    assert isinstance(got, Request)
+    assert (got.path, got.query, dict(got.headers)) == ("/x", "y", {"cookie": "b=2", "host": "h"})
+
+
+def test_a_body_that_never_comes_gets_408(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("buzon.observe.httpd.TIMEOUT", 0.01)
+
+    async def echo(_: Request) -> Answer:
+        return text(200, "never")
+
+    async def main() -> FakeTransport:
+        protocol = _HttpProtocol({"/echo": post(echo)}, set())
+        transport = FakeTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.data_received(b"POST /echo HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc")
         await asyncio.wait_for(transport.gone.wait(), 5)
         return transport
 
