@@ -16,16 +16,36 @@ exit 2. Standard library only, so it runs in any image that has the package.
 
 Note that each check is a real SMTP session: it shows up in the access log and in the
 historic connection count, like any client's.
+
+The IMAP check (Dovecot, service ``imap``) logs in for real::
+
+    python -m buzon.health imap [HOST [PORT]]
+
+connect to IMAPS (default 127.0.0.1:1993) → TLS → ``LOGIN`` → ``SELECT INBOX`` →
+``LOGOUT``, so a broken passdb, an unreadable users file or a Maildir Dovecot cannot
+open is unhealthy, not just a closed port. The credentials are those of a health
+user that the container's entrypoint makes at start in ``$BUZON_HEALTH_CREDENTIALS``
+(default ``/run/buzon-health/credentials``: a user name line and a password line), which
+Dovecot only accepts from loopback (``allow_nets``). The certificate is not verified:
+the check talks to its own container over loopback and tests the service, not the
+chain a client would build.
 """
 
 from __future__ import annotations
 
+import contextlib
+import imaplib
 import os
 import smtplib
 import socket
+import ssl
 import sys
+from pathlib import Path
 
-__all__ = ["TIMEOUT", "check_smtp", "main"]
+__all__ = ["TIMEOUT", "check_imap", "check_smtp", "main"]
+
+#: Where the imap container's entrypoint writes the health user's name and password.
+HEALTH_CREDENTIALS = "/run/buzon-health/credentials"
 
 #: Seconds allowed for the whole check (connect, greeting, NOOP, QUIT).
 TIMEOUT = 5.0
@@ -65,29 +85,71 @@ def check_smtp(host: str, port: int, timeout: float = TIMEOUT) -> str | None:
         client.close()
 
 
+def check_imap(host: str, port: int, credentials: Path, timeout: float = TIMEOUT) -> str | None:
+    """Log in over IMAPS with the health user, select INBOX, log out.
+
+    Returns:
+        None when healthy, else a one-line reason.
+    """
+    try:
+        user, password = credentials.read_text(encoding="utf-8").split("\n")[:2]
+    except (OSError, ValueError) as error:
+        return f"cannot read the health credentials {credentials}: {error}"
+    context = ssl.create_default_context()
+    context.check_hostname = False  # our own container over loopback: see the docstring
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        client = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=timeout)
+    except (OSError, imaplib.IMAP4.error) as error:
+        return f"cannot connect to {host}:{port} over TLS: {error}"
+    try:
+        client.login(user, password)
+        status, _ = client.select("INBOX", readonly=True)
+        if status != "OK":
+            return f"SELECT INBOX answered {status}"
+        client.logout()
+        return None
+    except (OSError, imaplib.IMAP4.error) as error:
+        return f"IMAP session with {host}:{port} failed: {error}"
+    finally:
+        with contextlib.suppress(OSError):
+            client.shutdown()
+
+
+_DEFAULT_PORTS = {"smtp": ("BUZON_SMTP_PORT", "2525"), "imap": ("BUZON_IMAPS_PORT", "1993")}
+
+
 def _usage() -> int:
-    print("usage: python -m buzon.health smtp [HOST [PORT]]", file=sys.stderr)
+    print("usage: python -m buzon.health {smtp|imap} [HOST [PORT]]", file=sys.stderr)
     return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one check named on the command line; return the exit status."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] != "smtp" or len(args) > 3:
+    if not args or args[0] not in _DEFAULT_PORTS or len(args) > 3:
         return _usage()
+    kind = args[0]
     host = args[1] if len(args) > 1 else "127.0.0.1"
+    variable, default = _DEFAULT_PORTS[kind]
     try:
-        port = int(args[2] if len(args) > 2 else os.environ.get("BUZON_SMTP_PORT", "2525"))
+        port = int(args[2] if len(args) > 2 else os.environ.get(variable, default))
     except ValueError:
         return _usage()
     if not 0 < port < 65536:
         return _usage()
     socket.setdefaulttimeout(TIMEOUT)
-    reason = check_smtp(host, port)
+    if kind == "smtp":
+        reason = check_smtp(host, port)
+        done = "answered 220 and NOOP 250"
+    else:
+        credentials = Path(os.environ.get("BUZON_HEALTH_CREDENTIALS", HEALTH_CREDENTIALS))
+        reason = check_imap(host, port, credentials)
+        done = "logged in over TLS and selected INBOX"
     if reason is not None:
         print(f"unhealthy: {reason}", file=sys.stderr)
         return 1
-    print(f"healthy: {host}:{port} answered 220 and NOOP 250")
+    print(f"healthy: {host}:{port} {done}")
     return 0
 
 

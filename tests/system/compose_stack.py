@@ -103,15 +103,19 @@ class Delivered:
 
 
 _READ_MAILDIR = """
-import base64, json, os, sys
-root = os.path.join(os.environ.get("BUZON_DATA_DIR", "/var/lib/buzon"), "mail", sys.argv[1])
+import base64, glob, json, os, sys
+mail = os.path.join(os.environ.get("BUZON_DATA_DIR", "/var/lib/buzon"), "mail")
+# mail/<domain>/<local> (issue 12): a bare local part is looked for in every domain
+box = sys.argv[1]
+roots = [os.path.join(mail, box)] if "/" in box else sorted(glob.glob(os.path.join(mail, "*", box)))
 found = {}
-for sub in ("new", "cur"):
-    d = os.path.join(root, sub)
-    if os.path.isdir(d):
-        for name in sorted(os.listdir(d)):
-            with open(os.path.join(d, name), "rb") as f:
-                found[sub + "/" + name] = base64.b64encode(f.read()).decode()
+for root in roots:
+    for sub in ("new", "cur"):
+        d = os.path.join(root, sub)
+        if os.path.isdir(d):
+            for name in sorted(os.listdir(d)):
+                with open(os.path.join(d, name), "rb") as f:
+                    found[sub + "/" + name] = base64.b64encode(f.read()).decode()
 print(json.dumps(found))
 """
 
@@ -126,16 +130,19 @@ class Stack:
     smtp_port: int
     monitor_port: int
     compose_cmd: list[str]
+    mail_ports: dict[str, int] = field(default_factory=dict)
+    """Published loopback ports of the imap service: imap, imaps, pop3s."""
 
     # compose ----------------------------------------------------------------------
     def compose(
-        self, *args: str, timeout: float = COMMAND_TIMEOUT, check: bool = True
+        self, *args: str, timeout: float = COMMAND_TIMEOUT, check: bool = True,
+        input_text: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``docker compose <args>`` for this project; bounded in time."""
         result = subprocess.run(
             [*self.compose_cmd, *args],
             capture_output=True, text=True, cwd=REPO, env=self.env, timeout=timeout,
-            check=False,
+            check=False, input=input_text,
         )
         if check and result.returncode != 0:
             raise AssertionError(

@@ -19,6 +19,7 @@ when ``CI=true``, where they fail: CI must prove the stack.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -63,13 +64,19 @@ def _base_image() -> str:
     return "python:3.12-slim"  # compose will try to pull it
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Build and start the whole Compose stack once; always take it down."""
+@contextlib.contextmanager
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory, overrides: dict[str, str] | None = None,
+    first_mailbox: str = "postmaster@example.org",
+) -> Iterator[Stack]:
+    """Build the images (cached after the first time), ``up --wait`` a stack of its own
+    project with ``overrides`` over the defaults below, send a first message to
+    ``first_mailbox``; always take it down with its volumes."""
     require_docker()
     project = f"buzontest{os.getpid()}{secrets.token_hex(3)}"
     smtp_port = free_port(socket.SOCK_STREAM)
     monitor_port = free_port(socket.SOCK_DGRAM)
+    mail_ports = {name: free_port(socket.SOCK_STREAM) for name in ("imap", "imaps", "pop3s")}
     env_file = tmp_path_factory.mktemp("stack") / "stack.env"
     settings = {
         "COMPOSE_PROJECT_NAME": project,
@@ -78,7 +85,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Published on loopback only: the tests talk to 127.0.0.1 and nothing else.
         "BUZON_SMTP_PUBLISH": f"127.0.0.1:{smtp_port}",
         "BUZON_MONITOR_PUBLISH": str(monitor_port),
+        "BUZON_SMTPS_PUBLISH": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+        "BUZON_IMAP_PUBLISH": f"127.0.0.1:{mail_ports['imap']}",
+        "BUZON_IMAPS_PUBLISH": f"127.0.0.1:{mail_ports['imaps']}",
+        "BUZON_POP3_PUBLISH": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+        "BUZON_POP3S_PUBLISH": f"127.0.0.1:{mail_ports['pop3s']}",
         "BUZON_HOSTNAME": "mx.system.test",
+        # smtp takes every local part of the accepted domains here, so each test can
+        # use addresses of its own; the users file (users-init, admin) still exists and
+        # imap logs in from it. The directory itself is tested in tests/integration.
+        "BUZON_USERS_FILE": "",
         "BUZON_TRANSFORM_SIDECARS": "spamassassin:7000,transform-tac:7000",
         "BUZON_TRANSFORM_ENABLED": "false",
         "BUZON_TRANSFORM_FAILURE_POLICY": "deliver",
@@ -87,6 +103,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "BUZON_RETRY_BACKOFF": "0.2",
         "BUZON_HEALTHCHECK_INTERVAL": "2s",
     }
+    settings.update(overrides or {})
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     env = _stack_env(project)
     compose = BoundedCompose(
@@ -99,11 +116,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         command_timeout=UP_TIMEOUT,
     )
     handle = Stack(project, env, env_file, smtp_port, monitor_port,
-                   compose.compose_command_property)
+                   compose.compose_command_property, mail_ports)
     try:
         start = time.monotonic()
         handle.compose("--profile", "tools", "build", timeout=BUILD_TIMEOUT)
-        TIMINGS["compose --profile tools build"] = time.monotonic() - start
+        TIMINGS.setdefault("compose --profile tools build", time.monotonic() - start)
         start = time.monotonic()
         try:
             compose.start()
@@ -114,12 +131,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 f"{handle.logs()}",
                 pytrace=False,
             )
-        TIMINGS["compose up --wait to all healthy"] = time.monotonic() - start
+        TIMINGS.setdefault("compose up --wait to all healthy", time.monotonic() - start)
         start = time.monotonic()
         marker = secrets.token_hex(6)
-        handle.send(["postmaster@system.test"], f"first {marker}", "first message\n")
-        handle.wait_for_mail("postmaster", marker, timeout=60)
-        TIMINGS["healthy to first mail in its Maildir"] = time.monotonic() - start
+        handle.send([first_mailbox], f"first {marker}", "first message\n")
+        handle.wait_for_mail(first_mailbox.split("@")[0], marker, timeout=60)
+        TIMINGS.setdefault("healthy to first mail in its Maildir", time.monotonic() - start)
         yield handle
     finally:
         compose.command_timeout = COMMAND_TIMEOUT
@@ -128,6 +145,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
             handle.compose("down", "--volumes", "--remove-orphans", "--timeout", "5",
                            check=False)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Build and start the whole Compose stack once; always take it down."""
+    with running_stack(tmp_path_factory) as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -141,9 +165,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     """Attach the containers' logs to the report of a failing system test."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "stack" in getattr(item, "fixturenames", ()):
-        stack = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
-        if isinstance(stack, Stack):
+    if report.failed:
+        stacks = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Stack)]
+        for stack in stacks:
             try:
                 report.sections.append(("docker compose logs", stack.logs()))
             except Exception as error:  # noqa: BLE001 - a report must not crash

@@ -43,7 +43,17 @@ def test_each_sidecar_mounts_only_the_work_area_and_the_key_and_shares_a_network
     smtp = services["smtp"]
     assert smtp["environment"]["BUZON_TRANSFORM_KEY_FILE"] == KEY_FILE
     assert {(v["source"], v.get("read_only", False)) for v in smtp["volumes"]} == {
-        ("buzon-data", False), ("buzon-work", False), ("buzon-key", True)}
+        ("buzon-data", False), ("buzon-work", False), ("buzon-key", True),
+        ("buzon-mail", False), ("buzon-tls", False), ("buzon-users", True)}
+    # Dovecot reads and flags the Maildirs, reads the users file and smtp's certificate,
+    # and nothing else: not the queue, the work area or the sidecar key.
+    assert {(v["source"], v.get("read_only", False)) for v in services["imap"]["volumes"]} == {
+        ("buzon-mail", False), ("buzon-tls", True), ("buzon-users", True)}
+    # Only the one-shot users-init and admin write the users file.
+    writers = {s for s, svc in services.items()
+               for v in svc.get("volumes", [])
+               if v.get("source") == "buzon-users" and not v.get("read_only", False)}
+    assert writers == {"users-init", "admin"}
     # Only smtp (and monitor-client, read-only, for the token) mount the data volume.
     data = {s for s, svc in services.items()
             if any(v.get("source") == "buzon-data" for v in svc.get("volumes", []))}
@@ -81,7 +91,7 @@ def test_spamassassin_cannot_open_the_monitor_token_or_a_mailbox(
     stack.set_transforms(False)
     stack.send(["isolated@example.org"], f"isolation {marker}", "private\n")
     [message] = stack.wait_for_mail("isolated", marker)
-    token, mailbox = "/var/lib/buzon/monitor.token", "/var/lib/buzon/mail/isolated/" + message.name
+    token, mailbox = "/var/lib/buzon/monitor.token", "/var/lib/buzon/mail/example.org/isolated/" + message.name
     targets = (token, mailbox, "/var/lib/buzon/mail", "/var/lib/buzon/spool/queue",
                "/var/lib/buzon/state.json")
     # They exist, and smtp opens them ...

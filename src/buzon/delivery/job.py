@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from buzon.delivery.junk import Route
 from buzon.delivery.policy import Retries, State
 from buzon.spool import Envelope, Location
 
@@ -29,5 +30,12 @@ class Job:
     work: bool = False
     """May have transform files in ``work/`` (recovered, or transformed here)."""
     transformed: bool = False
+    filtered: bool = False
+    """``content`` is the transform chain's output (not the original under the
+    failure policy): only then may the junk rule read its headers."""
+    route: Route = Route.INBOX
+    """Where the writer filed it (set on the delivery thread, counted on the loop)."""
     cached: int = 0
     """Bytes of this job counted against the pipeline's in-memory budget."""
+    received: float = 0.0
+    """When its 250 was sent (the envelope's ``received``); 0 until its envelope is read."""

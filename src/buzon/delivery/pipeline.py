@@ -31,6 +31,12 @@ Counters: ``transform_ok``, ``transform_failed`` (every failed attempt),
 (delivered without the transform under the ``deliver`` policy); ``deliveries``
 (messages released after reaching every recipient) and the gauge ``queue_depth``
 (messages handed over or recovered and not yet delivered).
+
+Observations (:mod:`buzon.metrics.histograms`, when given a slot): the delay
+from the 250 (the envelope's ``received``) to the message's files renamed into
+``new/``, observed on the event loop when its batch is done; each transform
+stage's duration and health (:mod:`buzon.delivery.timing`); and once a second
+the time the oldest message this pipeline holds was received.
 """
 
 from __future__ import annotations
@@ -45,9 +51,12 @@ from typing import Protocol
 
 from buzon.batching import BatchThread
 from buzon.delivery.job import Job
+from buzon.delivery.junk import JunkRule, Route
 from buzon.delivery.policy import Outcome, Rules, Step, decide
+from buzon.delivery.timing import timed
 from buzon.delivery.writer import MaildirWriter
 from buzon.metrics.counters import Counters
+from buzon.metrics.histograms import Histogram, ObservationSlot
 from buzon.spool import Envelope, Location, Spool, SpoolCorrupt
 from buzon.transform import Transform
 
@@ -89,14 +98,23 @@ class DeliveryPipeline:
         max_cached_bytes: int = 64 << 20,
         fsync: bool = True,
         clock: Callable[[], float] = time.time,
+        observations: ObservationSlot | None = None,
+        junk_rule: JunkRule | None = None,
     ) -> None:
         self.spool = spool
         self.counters = counters
+        self.observations = observations
+        self._delay: Histogram | None = None
+        if observations is not None:
+            self._delay = observations.delay
+            if transform is not None:
+                transform = timed(transform, observations.stages)
         self.transform = transform
         self.switch = switch
         self.rules = rules
         self.fsync = fsync
-        self.writer = MaildirWriter(spool, mail_root, hostname=hostname, fsync=fsync)
+        self.writer = MaildirWriter(spool, mail_root, hostname=hostname, fsync=fsync,
+                                    junk_rule=junk_rule)
         spool.on_quarantine = self._quarantined
         self._clock = clock
         self._transform_slots = asyncio.Semaphore(transform_concurrency)
@@ -104,6 +122,8 @@ class DeliveryPipeline:
         self._cached = 0
         self._inflight: dict[str, Job] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._waiting: dict[str, Job] = {}  # the jobs of _timers
+        self._gauge: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._disks: list[BatchThread[Job, None]] = [
             BatchThread(f"delivery-{n}", self.writer.deliver_batch)
@@ -122,13 +142,18 @@ class DeliveryPipeline:
         for where in recovered:
             self.counters.queue_depth += 1
             self._dispatch(Job(where, check=True, work=True))
+        if self.observations is not None:
+            self._gauge = asyncio.create_task(self._oldest_gauge(), name="oldest-queued")
 
     async def stop(self) -> None:
         """Stop retries, transforms and deliveries; the batch being written finishes."""
         self._stopping = True
+        if self._gauge is not None:
+            self._gauge.cancel()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._waiting.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -140,6 +165,8 @@ class DeliveryPipeline:
         """Hand over a message just queued; its bytes are kept in memory if they fit."""
         self.counters.queue_depth += 1
         job = Job(where)
+        if envelope is not None:
+            job.received = envelope.received
         if envelope is not None and content is not None and (
             self._cached + len(content) <= self._max_cached
         ):
@@ -157,6 +184,18 @@ class DeliveryPipeline:
         while self.pending:
             self._idle.clear()
             await self._idle.wait()
+
+    def oldest_received(self) -> float | None:
+        """When the oldest message held here was received (None: none, or none read yet)."""
+        times = [job.received for jobs in (self._inflight, self._waiting)
+                 for job in jobs.values() if job.received]
+        return min(times) if times else None
+
+    async def _oldest_gauge(self, interval: float = 1.0) -> None:
+        assert self.observations is not None
+        while True:
+            self.observations.set_oldest(self.oldest_received())
+            await asyncio.sleep(interval)
 
     def _quarantined(self, segment: str, reason: str) -> None:
         # From recovery's or a delivery thread: one increment under the GIL, as
@@ -205,14 +244,21 @@ class DeliveryPipeline:
         self._release(job)
         if error is None:
             self._step(job, Outcome.DELIVERED)
-            self.counters.deliveries += 1
             self.counters.queue_depth -= 1
+            if job.route is Route.DISCARD:
+                self.counters.spam_discarded += 1
+                return
+            self.counters.deliveries += 1
+            if job.route is Route.JUNK:
+                self.counters.spam_junked += 1
+            if self._delay is not None and job.received:
+                self._delay.observe(self._clock() - job.received)
             return
         log.warning("delivery of %s deferred: %s", job.where.queue_id, error)
         job.check = True  # a partial delivery may have happened
         # The transformed bytes were dropped with the job; the retry runs the
         # transform again (a file left in the work area is never trusted).
-        job.transformed = False
+        job.transformed = job.filtered = False
         self._wait(job, self._step(job, Outcome.FAILED))
 
     def _wait(self, job: Job, step: Step) -> None:
@@ -221,9 +267,11 @@ class DeliveryPipeline:
 
         def again() -> None:
             self._timers.pop(job.where.queue_id, None)
+            self._waiting.pop(job.where.queue_id, None)
             self._step(job, Outcome.RETRY)
             self._dispatch(job)
 
+        self._waiting[job.where.queue_id] = job
         self._timers[job.where.queue_id] = asyncio.get_running_loop().call_later(step.delay, again)
 
     # -- transforms --------------------------------------------------------------------
@@ -252,6 +300,7 @@ class DeliveryPipeline:
         if job.content is None or job.envelope is None:
             try:
                 job.envelope, job.content = await asyncio.to_thread(self.spool.load, job.where)
+                job.received = job.envelope.received
             except (FileNotFoundError, SpoolCorrupt):
                 self._step(job, Outcome.GONE)
                 job.transformed = True
@@ -282,6 +331,7 @@ class DeliveryPipeline:
             return failure_header(error) + job.content
         self.counters.transform_ok += 1
         self._step(job, Outcome.TRANSFORMED)
+        job.filtered = True
         return content
 
 

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from buzon.delivery import junk
 from buzon.delivery.job import Job
 from buzon.spool import Envelope, Spool, SpoolCorrupt
 from buzon.storage import maildir
@@ -44,22 +45,29 @@ log = logging.getLogger("buzon.delivery")
 # Written-but-uncommitted files held open by one batch; each holds three
 # descriptors (the file, its tmp/ and its new/).
 _MAX_OPEN_FILES = 256
+# Where a copy may have gone: the inbox, or the Junk folder (delivery/junk.py).
+_FOLDERS = ("", junk.JUNK_FOLDER)
+Route = junk.Route
 
 
 class MaildirWriter:
     """Writes jobs into Maildirs; blocking, for a delivery thread."""
 
-    def __init__(self, spool: Spool, mail_root: Path, *, hostname: str, fsync: bool = True) -> None:
+    def __init__(
+        self, spool: Spool, mail_root: Path, *, hostname: str, fsync: bool = True,
+        junk_rule: junk.JunkRule | None = None,
+    ) -> None:
         self.spool = spool
         self.mail_root = mail_root
         self.hostname = hostname
         self.fsync = fsync
+        self.junk_rule = junk_rule
 
     def deliver_batch(self, jobs: Sequence[Job]) -> list[BaseException | None]:
         """Deliver ``jobs``; for each, None once delivered and released, or the error."""
         results: list[BaseException | None] = [None] * len(jobs)
         pending: list[tuple[int, maildir.Pending]] = []
-        touched: dict[str, set[int]] = {}
+        touched: dict[tuple[str, str], set[int]] = {}
 
         def commit_pending() -> None:
             for index, file in pending:
@@ -71,7 +79,7 @@ class MaildirWriter:
                 except OSError as error:
                     results[index] = error
                     continue
-                touched.setdefault(file.mailbox, set()).add(index)
+                touched.setdefault((file.mailbox, file.folder), set()).add(index)
             pending.clear()
 
         for index, job in enumerate(jobs):
@@ -93,8 +101,18 @@ class MaildirWriter:
                 except OSError as error:
                     results[index] = error
                     continue
+                job.received = envelope.received  # for the delivery-delay histogram
+            job.route = Route.INBOX
+            if job.filtered and self.junk_rule is not None:
+                job.route, score = junk.route(content, self.junk_rule)
+                if job.route is Route.DISCARD:
+                    log.info("discarded %s: %s score %s is at or above the discard threshold"
+                             " %s", envelope.queue_id, self.junk_rule.header, score,
+                             self.junk_rule.discard)
+                    continue  # nothing to write; released below like a delivery
             try:
-                pending.extend((index, f) for f in self._write_one(envelope, content, job.check))
+                pending.extend((index, f) for f in self._write_one(
+                    envelope, content, job.check, job.route.value))
             except OSError as error:
                 # Anything from the Maildir side (FileNotFoundError included: a
                 # removed tmp/ or mail root) defers the message; never "delivered".
@@ -103,9 +121,9 @@ class MaildirWriter:
                 commit_pending()
         commit_pending()
         if self.fsync:
-            for mailbox, indexes in touched.items():
+            for (mailbox, folder), indexes in touched.items():
                 try:
-                    maildir.sync_new(self.mail_root, mailbox)
+                    maildir.sync_new(self.mail_root, mailbox, folder)
                 except OSError as error:
                     for i in indexes:
                         results[i] = error
@@ -114,8 +132,15 @@ class MaildirWriter:
                 self.spool.release(job.where, work=job.work)
         return results
 
-    def _write_one(self, envelope: Envelope, content: bytes, check: bool) -> list[maildir.Pending]:
-        """Write one message into ``tmp/`` of each distinct mailbox (not yet committed)."""
+    def _write_one(
+        self, envelope: Envelope, content: bytes, check: bool, folder: str,
+    ) -> list[maildir.Pending]:
+        """Write one message into ``tmp/`` of each distinct mailbox (not yet committed).
+
+        ``folder`` is the Maildir++ folder of every copy (``""``: the inbox;
+        ``.Junk``). A check for an earlier delivery looks in both, since a
+        transform run again after a crash may score differently.
+        """
         files: list[maildir.Pending] = []
         seen: set[str] = set()
         index = 0
@@ -128,19 +153,11 @@ class MaildirWriter:
                     envelope.received, envelope.queue_id, index, self.hostname
                 )
                 index += 1
-                if check and maildir.already_delivered(self.mail_root, mailbox, name):
+                if check and maildir.already_delivered(self.mail_root, mailbox, name, _FOLDERS):
                     continue
-                headers = maildir.trace_headers(
-                    sender=envelope.sender,
-                    recipient=address,
-                    helo=envelope.helo,
-                    peer=envelope.peer,
-                    host=self.hostname,
-                    queue_id=envelope.queue_id,
-                    esmtp=envelope.esmtp,
-                    received=envelope.received,
-                )
-                files.append(maildir.write_tmp(self.mail_root, mailbox, name, (headers, content)))
+                headers = maildir.trace_headers(sender=envelope.sender, recipient=address)
+                files.append(maildir.write_tmp(
+                    self.mail_root, mailbox, name, (headers, content), folder))
         except BaseException:
             for file in files:
                 maildir.abandon(file)

@@ -17,6 +17,8 @@ Definitions, as documented in docs/metrics.md:
   see docs/metrics.md for what is not (yet) counted.
 - ``tls_sessions``: TLS handshakes completed on SMTP connections (STARTTLS or
   the implicit-TLS listener).
+- ``spam_junked`` / ``spam_discarded``: messages the junk rule (``BUZON_JUNK_*``)
+  filed into recipients' Junk folders / did not deliver at all.
 - ``queue_depth``: messages queued and not yet delivered, a gauge (not persisted):
   being transformed or delivered, or waiting for a retry.
 - ``spool_quarantined``: queue segments moved to ``corrupt/`` because a record in
@@ -59,6 +61,8 @@ class Counters:
     deliveries: int = 0
     refused_messages: int = 0
     tls_sessions: int = 0
+    spam_junked: int = 0
+    spam_discarded: int = 0
     queue_depth: int = 0
 
     def snapshot(self) -> dict[str, int]:
