@@ -56,7 +56,23 @@ COMPOSE_ONLY: dict[str, tuple[str, str]] = {
         ("Base image of services/Dockerfile (every target); without a registry use "
          "buzon-base:bookworm from scripts/build-base-image.sh."),
     ),
+    "BUZON_IMAP_PUBLISH": ("143", "Host port (or address:port) for IMAP with STARTTLS (service imap)."),
+    "BUZON_IMAPS_PUBLISH": ("993", "Host port (or address:port) for IMAP over TLS (service imap)."),
+    "BUZON_POP3_PUBLISH": ("110", "Host port (or address:port) for POP3 with STARTTLS (service imap)."),
+    "BUZON_POP3S_PUBLISH": ("995", "Host port (or address:port) for POP3 over TLS (service imap)."),
+    "BUZON_IMAP_MEMORY_LIMIT": ("512m", "Memory limit of the imap container (Dovecot)."),
+    "BUZON_IMAP_PIDS_LIMIT": ("512", "Process limit of the imap container (a few per IMAP session)."),
+    "BUZON_SMTPS_PUBLISH": (
+        "4650",
+        ("Host port (or address:port) for smtp's implicit-TLS listener (RFC 8314); "
+         "465 is the usual number."),
+    ),
     "BUZON_IMAGE_TAG": ("local", "Tag of the images compose builds (buzon-smtp:<tag>, ...)."),
+    "BUZON_PROMETHEUS_PUBLISH": (
+        "127.0.0.1:9090",
+        ("Host address:port of the monitoring profile's Prometheus (UI and API); loopback "
+         "by default."),
+    ),
     "BUZON_SMTP_PUBLISH": (
         "2525",
         "Host port publishing SMTP (container port 2525); ADDRESS:PORT binds one address.",
@@ -94,6 +110,7 @@ COMPOSE_ONLY: dict[str, tuple[str, str]] = {
 NATIVE_ONLY: dict[str, str] = {
     "BUZON_SMTP_LISTEN": "the container listens on all its addresses",
     "BUZON_SMTP_PORT": "2525 inside the container; change BUZON_SMTP_PUBLISH",
+    "BUZON_SMTPS_PORT": "4650 inside the container; change BUZON_SMTPS_PUBLISH",
     "BUZON_MONITOR_PORT": "2626 inside the container; change BUZON_MONITOR_PUBLISH",
     "BUZON_MONITOR_TOKEN_FILE": "in Docker, mount a secret with a compose override",
     "BUZON_DATA_DIR": "/var/lib/buzon, the buzon-data volume",
