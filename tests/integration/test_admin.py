@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from helpers import LineClient, RunningServer, code, maildir_files, wait_for
+from helpers import LineClient, RunningServer, code, maildir_files, settings_for, wait_for
 
 from buzon.directory import parse
 
@@ -178,3 +178,37 @@ def _one(port: int, rcpt: str) -> str:
         c.reply()
         c.cmd("MAIL FROM:<a@elsewhere.test>")
         return c.cmd(f"RCPT TO:<{rcpt}>")
+
+
+def test_init_makes_a_file_the_server_takes_and_leaves_an_existing_one_alone(
+    env: dict[str, str], tmp_path: Path,
+) -> None:
+    # Compose's users-init: a postmaster mailbox (no login yet) for the first domain,
+    # the other domains' postmaster as its aliases; a second run changes nothing.
+    (tmp_path / "etc").mkdir()
+    users = Path(env["BUZON_USERS_FILE"])
+    env = {**env, "BUZON_POSTMASTER": ""}
+    done = _admin(env, "init")
+    assert done.returncode == 0, done.stderr
+    assert users.read_text().splitlines() == [
+        "postmaster@example.org:{CRYPT}!::::::",
+        "postmaster@xn--bcher-kva.example:{CRYPT}!::::::nologin "
+        "buzon_alias=postmaster@example.org",
+    ]
+    before = users.read_bytes()
+    again = _admin(env, "init")
+    assert again.returncode == 0 and "left as it is" in again.stdout
+    assert users.read_bytes() == before
+    # The server starts on it and delivers postmaster@ either domain to the one mailbox.
+    running = RunningServer(settings_for(tmp_path, users_file=users, postmaster=None,
+                                         domains="example.org,bücher.example")).start()
+    try:
+        for rcpt in ("postmaster@example.org", "postmaster@bücher.example"):
+            with LineClient(running.port) as client:
+                client.reply()
+                client.cmd("EHLO test")
+                assert code(client.cmd("MAIL FROM:<a@example.org> SMTPUTF8")) == "250 2.1.0"
+                assert code(client.cmd(f"RCPT TO:<{rcpt}>")) == "250 2.1.5"
+                assert code(client.cmd("RCPT TO:<nobody@example.org>")) == "550 5.1.1"
+    finally:
+        running.stop()
