@@ -192,8 +192,8 @@ def test_init_makes_a_file_the_server_takes_and_leaves_an_existing_one_alone(
     assert done.returncode == 0, done.stderr
     assert users.read_text().splitlines() == [
         "postmaster@example.org:{CRYPT}!::::::",
-        "postmaster@xn--bcher-kva.example:{CRYPT}!::::::nologin "
-        "buzon_alias=postmaster@example.org",
+        ("postmaster@xn--bcher-kva.example:{CRYPT}!::::::nologin "
+         "buzon_alias=postmaster@example.org"),
     ]
     before = users.read_bytes()
     again = _admin(env, "init")
