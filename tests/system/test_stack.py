@@ -28,6 +28,7 @@ HEALTH_TESTS = {
     "transform-tac": ["CMD", "buzon-sidecar", "--health", "127.0.0.1:7000"],
     "spamassassin": ["CMD-SHELL", ("spamc -U /run/spamd/spamd.sock -K >/dev/null"
                                    " && buzon-sidecar --health 127.0.0.1:7000")],
+    "imap": ["CMD", "python3", "-m", "buzon.health", "imap", "127.0.0.1", "1993"],
 }
 
 
@@ -56,16 +57,22 @@ def test_compose_defaults_need_no_env_file() -> None:
     )
     config = json.loads(result.stdout)
     services = config["services"]
-    assert set(services) == {"smtp", "transform-tac", "spamassassin", "keygen", "monitor-client"}
+    assert set(services) == {"smtp", "imap", "transform-tac", "spamassassin", "keygen",
+                             "users-init", "admin", "monitor-client"}
     ports = {(p["target"], p["protocol"]): p for p in services["smtp"]["ports"]}
     assert ports[(2525, "tcp")]["published"] == "2525"
+    assert ports[(4650, "tcp")]["published"] == "4650"  # implicit TLS (RFC 8314)
+    imap_ports = {p["target"]: p["published"] for p in services["imap"]["ports"]}
+    assert imap_ports == {1143: "143", 1993: "993", 1110: "110", 1995: "995"}
+    assert services["smtp"]["environment"]["BUZON_DOMAINS"] == "example.org,localhost"
+    assert services["smtp"]["environment"]["BUZON_USERS_FILE"] == "/etc/buzon/users"
     assert ports[(2626, "udp")]["published"] == "2626"
     assert ports[(2626, "udp")]["host_ip"] == "127.0.0.1"
     smtp_env = services["smtp"]["environment"]
     assert smtp_env["BUZON_TRANSFORM_SIDECARS"] == "spamassassin:7000"
     assert smtp_env["BUZON_TRANSFORM_ENABLED"] == "false"
     assert smtp_env["BUZON_MONITOR_TOKEN"] is None  # unset: the server generates one
-    for name in ("smtp", "transform-tac", "spamassassin"):
+    for name in ("smtp", "imap", "transform-tac", "spamassassin"):
         assert services[name]["restart"] == "unless-stopped"
         health = services[name]["healthcheck"]
         assert health["test"] == HEALTH_TESTS[name]
@@ -74,8 +81,11 @@ def test_compose_defaults_need_no_env_file() -> None:
     assert "healthcheck" not in services["monitor-client"]
     # Every image is one target of the one Dockerfile (one build stage, one user block).
     for name, service in services.items():
+        if name == "admin":  # runs the image users-init builds (buzon-smtp)
+            assert service["image"] == services["users-init"]["image"] == "buzon-smtp:local"
+            continue
         assert service["build"]["dockerfile"] == "services/Dockerfile", name
-        assert service["build"]["target"] == name
+        assert service["build"]["target"] == ("smtp" if name == "users-init" else name)
         assert service["build"]["args"]["BASE_IMAGE"] == "python:3.12-slim"
     client = services["monitor-client"]
     assert client["profiles"] == ["tools"]
@@ -84,12 +94,15 @@ def test_compose_defaults_need_no_env_file() -> None:
     # A sidecar outage must not stop mail intake: smtp only waits for them to start
     # (and for the one-shot keygen to have written the key).
     depends = services["smtp"]["depends_on"]
-    assert {d["condition"] for n, d in depends.items() if n != "keygen"} == {"service_started"}
-    assert depends["keygen"]["condition"] == "service_completed_successfully"
+    one_shots = {"keygen", "users-init"}
+    assert {d["condition"] for n, d in depends.items() if n not in one_shots} == {
+        "service_started"}
+    for name in one_shots:
+        assert depends[name]["condition"] == "service_completed_successfully"
 
 
 def test_services_are_healthy_and_not_root(stack: Stack) -> None:
-    for service in ("smtp", "transform-tac", "spamassassin"):
+    for service in ("smtp", "imap", "transform-tac", "spamassassin"):
         assert stack.health(service) == "healthy", service
         uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
         assert uid == "10025", (service, uid)
@@ -99,7 +112,7 @@ def test_services_are_healthy_and_not_root(stack: Stack) -> None:
 
 def test_healthchecks_come_from_compose_only(stack: Stack) -> None:
     """No image defines a HEALTHCHECK; the containers run compose.yaml's, at its interval."""
-    for service in ("smtp", "transform-tac", "spamassassin", "monitor-client"):
+    for service in ("smtp", "imap", "transform-tac", "spamassassin", "monitor-client"):
         image = f"buzon-{service}:{IMAGE_TAG}"
         result = subprocess.run(
             ["docker", "image", "inspect", "--format", "{{json .Config.Healthcheck}}", image],
