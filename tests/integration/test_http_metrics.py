@@ -85,13 +85,14 @@ def session(port: int, i: int) -> int:
 
 def counted(samples: dict[str, float]) -> dict[str, float]:
     """The counters' samples of ``samples``: no histograms, queue age, stage health, disk,
-    retry window or dashboard logins (tests/integration/test_http_histograms.py,
-    test_dashboard_api.py and tests/unit/metrics/test_histograms.py check those)."""
+    retry window, dashboard logins or refusals by code (tests/integration/
+    test_http_histograms.py, test_dashboard_api.py, tests/unit/metrics/test_histograms.py
+    and the refusals test below check those)."""
     return {name: value for name, value in samples.items()
             if not name.startswith(("buzon_delivery_delay_", "buzon_transform_duration_",
                                     "buzon_queue_oldest_", "buzon_sidecar_",
                                     "buzon_data_disk_", "buzon_transform_retry_window",
-                                    "buzon_dashboard_"))}
+                                    "buzon_dashboard_", "buzon_smtp_refusals_"))}
 
 
 def expected(**values: int) -> dict[str, float]:
@@ -233,3 +234,41 @@ def test_readyz_is_503_while_the_queue_is_on_a_read_only_file_system(
             remount(data, "rw")
         assert get(port, "/readyz")[0] == 200
         server.stop()
+
+
+def refusals(port: int) -> dict[str, float]:
+    """``buzon_smtp_refusals_total`` by its ``code`` label."""
+    status, _, body = get(port, "/metrics")
+    assert status == 200
+    return {s.labels["code"]: s.value
+            for family in text_string_to_metric_families(body.decode())
+            if family.name == "buzon_smtp_refusals" for s in family.samples}
+
+
+def test_refusals_by_reply_code_are_exact_across_three_workers(tmp_path: Path) -> None:
+    # Each refusal a client provokes is one count under its code, whichever worker
+    # answered it: 550 (relay denied), 501 (bad address), 503 (nested MAIL), 502
+    # (unknown command); the accepted message refuses nothing.
+    http = free_port()
+    env = {"BUZON_WORKERS": "3", "BUZON_HTTP_PORT": str(http), "BUZON_DOMAINS": "example.org"}
+    with server_process(tmp_path / "data", free_port(), env=env) as server:
+        assert wait_for(lambda: "buzon started, supervisor" in server.log.read_text())
+        assert set(refusals(http).values()) == {0.0}
+        rounds = 7
+        for _ in range(rounds):
+            with LineClient(server.port) as client:
+                client.reply()
+                assert client.cmd("EHLO client.test").startswith("250")
+                assert client.cmd("FROB").startswith("502")
+                assert client.cmd("MAIL FROM:<broken").startswith("501")
+                assert client.cmd("MAIL FROM:<a@example.net>").startswith("250")
+                assert client.cmd("MAIL FROM:<a@example.net>").startswith("503")
+                assert client.cmd("RCPT TO:<x@elsewhere.test>").startswith("550 5.7.1")
+                assert client.cmd("RCPT TO:<y@elsewhere.test>").startswith("550 5.7.1")
+                assert client.cmd("RCPT TO:<bob@example.org>").startswith("250")
+                assert client.cmd("DATA").startswith("354")
+                assert client.cmd("Subject: x\r\n\r\nbody\r\n.").startswith("250")
+                assert client.cmd("QUIT").startswith("221")
+        counted = refusals(http)  # exact at once: the supervisor sums the slots
+        assert {code: n for code, n in counted.items() if n} == {
+            "502": rounds, "501": rounds, "503": rounds, "550": 2 * rounds}

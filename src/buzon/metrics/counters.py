@@ -19,6 +19,9 @@ Definitions, as documented in docs/metrics.md:
   the implicit-TLS listener).
 - ``spam_junked`` / ``spam_discarded``: messages the junk rule (``BUZON_JUNK_*``)
   filed into recipients' Junk folders / did not deliver at all.
+- ``refused_<code>`` (and ``refused_other``): SMTP replies that refused something,
+  by reply code: every 4xx/5xx answer to a command, and the 421 a connection over a
+  limit gets before its session starts (see :data:`REFUSAL_CODES`).
 - ``queue_depth``: messages queued and not yet delivered, a gauge (not persisted):
   being transformed or delivered, or waiting for a retry.
 - ``spool_quarantined``: queue segments moved to ``corrupt/`` because a record in
@@ -33,7 +36,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["GAUGES", "PERSISTED", "U32_MAX", "Counters", "wire_u32"]
+__all__ = [
+    "GAUGES", "PERSISTED", "REFUSAL_CODES", "REFUSAL_FIELDS", "U32_MAX", "Counters",
+    "count_refusal", "wire_u32",
+]
 
 U32_MAX = 0xFFFF_FFFF
 
@@ -63,6 +69,23 @@ class Counters:
     tls_sessions: int = 0
     spam_junked: int = 0
     spam_discarded: int = 0
+    # One field per reply code Buzón answers (replies.py): fixed fields, so they live in
+    # the workers' shared slots and the state file like every other counter.
+    refused_421: int = 0
+    refused_450: int = 0
+    refused_451: int = 0
+    refused_452: int = 0
+    refused_500: int = 0
+    refused_501: int = 0
+    refused_502: int = 0
+    refused_503: int = 0
+    refused_504: int = 0
+    refused_530: int = 0
+    refused_550: int = 0
+    refused_552: int = 0
+    refused_553: int = 0
+    refused_554: int = 0
+    refused_other: int = 0
     queue_depth: int = 0
 
     def snapshot(self) -> dict[str, int]:
@@ -82,3 +105,17 @@ GAUGES: tuple[str, ...] = ("concurrent_connections", "queue_depth")
 """Counters that describe the present, not a history: never persisted."""
 
 PERSISTED: tuple[str, ...] = tuple(f.name for f in fields(Counters) if f.name not in GAUGES)
+
+#: The reply codes counted one by one; any other 4xx/5xx is ``refused_other``.
+REFUSAL_CODES: tuple[str, ...] = tuple(
+    f.name.removeprefix("refused_") for f in fields(Counters)
+    if f.name.startswith("refused_") and f.name[-3:].isdigit()
+)
+REFUSAL_FIELDS: tuple[str, ...] = (*(f"refused_{c}" for c in REFUSAL_CODES), "refused_other")
+_REFUSAL_FIELD = {code.encode(): f"refused_{code}" for code in REFUSAL_CODES}
+
+
+def count_refusal(counters: Counters, reply: bytes) -> None:
+    """Count one refusing reply line (``b"550 5.1.1 ..."``) under its code."""
+    setattr(counters, name := _REFUSAL_FIELD.get(reply[:3], "refused_other"),
+            getattr(counters, name) + 1)

@@ -30,7 +30,7 @@ from prometheus_client.core import Metric as Family
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
-from buzon.metrics.counters import GAUGES, Counters
+from buzon.metrics.counters import GAUGES, REFUSAL_FIELDS, Counters
 from buzon.metrics.histograms import HistogramTotals, Observations
 
 __all__ = ["CONTENT_TYPE", "METRICS", "Metric", "registry_for", "render"]
@@ -100,7 +100,8 @@ METRICS: tuple[Metric, ...] = (
            "UDP monitor requests answered 'wrong token'."),
 )
 
-assert {m.counter for m in METRICS} == set(Counters.__dataclass_fields__), "a counter unexposed"
+assert {m.counter for m in METRICS} | set(REFUSAL_FIELDS) == set(Counters.__dataclass_fields__), (
+    "a counter unexposed")
 
 
 class _Collector:
@@ -125,6 +126,14 @@ class _Collector:
             value = int(getattr(self._counters, metric.counter))
             kind = GaugeMetricFamily if metric.gauge else CounterMetricFamily
             yield kind(metric.name, metric.help, value=value)
+        refusals = CounterMetricFamily(
+            "buzon_smtp_refusals",
+            "SMTP replies that refused something, by reply code: every 4xx/5xx answer to a "
+            "command, and the 421 of a connection over a limit ('other': any other code).",
+            labels=["code"])
+        for name in REFUSAL_FIELDS:
+            refusals.add_metric([name.removeprefix("refused_")], int(getattr(self._counters, name)))
+        yield refusals
         yield GaugeMetricFamily(
             "buzon_transform_enabled",
             "1 when transforms are applied to new mail now, else 0 (monitor: status).",

@@ -33,6 +33,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from buzon.metrics.counters import count_refusal
+
 __all__ = ["Clients", "MemoryBudget", "client_key", "hang_up", "refuse"]
 
 #: Seconds a closing connection may take to flush its last reply before it is
@@ -134,6 +136,7 @@ class _Busy(asyncio.Protocol):
         t: Any = transport
         t.pause_reading()
         self.counters.bytes_transferred += len(self.line)
+        count_refusal(self.counters, self.line)
         t.write(self.line)
         hang_up(t, asyncio.get_running_loop())
 

@@ -30,6 +30,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from buzon.metrics.counters import count_refusal
+
 __all__ = ["Refusals"]
 
 #: Bytes of an overlong line kept to name its verb.
@@ -84,7 +86,8 @@ class Refusals(SMTP):
         reader.readuntil = readuntil  # type: ignore[method-assign]
 
     def _refused(self, data: bytes) -> None:
-        """Log the 4xx/5xx reply ``data`` to the command in ``self._line``."""
+        """Count the 4xx/5xx reply ``data`` by its code; log it with the command in ``self._line``."""
+        count_refusal(self.hub.counters, data)
         line = self._line
         if line is None:
             return

@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from buzon.metrics import Counters
-from buzon.metrics.counters import GAUGES
+from buzon.metrics.counters import GAUGES, REFUSAL_FIELDS, count_refusal
 from buzon.observe import METRICS, queue_problem, registry_for, render, routes
 from buzon.observe.httpd import Request
 
@@ -24,14 +24,28 @@ def families(counters: Counters, enabled: bool = False) -> dict[str, tuple[str, 
 
 
 def test_every_counter_is_exposed_once_with_a_prefix_help_and_its_kind() -> None:
-    assert sorted(m.counter for m in METRICS) == sorted(f.name for f in fields(Counters))
+    assert sorted([*(m.counter for m in METRICS), *REFUSAL_FIELDS]) == sorted(
+        f.name for f in fields(Counters))
     got = families(Counters())
-    assert len(got) == len(METRICS) + 1  # and the transform switch
+    assert len(got) == len(METRICS) + 2  # and the refusals by code, the transform switch
     for metric in METRICS:
         kind, doc, value = got[metric.exposed]
         assert metric.exposed.startswith("buzon_")
         assert kind == ("gauge" if metric.counter in GAUGES else "counter")
         assert doc and value == 0
+
+
+def test_refusals_are_one_family_labelled_by_reply_code() -> None:
+    counters = Counters()
+    for reply in (b"550 5.1.1 <x@y>: User unknown\r\n", b"550 5.7.1 relay\r\n",
+                  b"421 4.3.2 busy\r\n", b"599 9.9.9 invented\r\n"):
+        count_refusal(counters, reply)
+    text = render(registry_for(counters, lambda: False)).decode()
+    samples = {s.labels["code"]: s.value
+               for family in text_string_to_metric_families(text)
+               if family.name == "buzon_smtp_refusals" for s in family.samples}
+    assert samples == {f.removeprefix("refused_"): 0.0 for f in REFUSAL_FIELDS} | {
+        "550": 2.0, "421": 1.0, "other": 1.0}
 
 
 def test_values_are_read_at_scrape_time_and_exact_past_32_bits() -> None:
