@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from helpers import RunningServer, wait_for
+from helpers import RunningServer, free_port, wait_for
 
 from buzon.observe.dashboard import CSP
 
@@ -162,3 +162,22 @@ def test_no_dashboard_when_turned_off(make_server: Callable[..., RunningServer])
     client = Client(port_of(make_server(http_port=0, dashboard=False)))
     assert client.call("GET", "/dashboard")[0] == 404
     assert client.call("GET", "/metrics")[0] == 200
+
+
+def test_history_without_its_prometheus_is_the_local_samples_and_the_reason(
+    make_server: Callable[..., RunningServer], caplog: Any,
+) -> None:
+    # BUZON_DASHBOARD_PROMETHEUS names a port where nothing listens: the page still gets
+    # the server's own samples, told why the long history is missing, and the log says
+    # it once however often the page is loaded.
+    closed = free_port()
+    server = make_server(http_port=0, dashboard_prometheus=f"http://127.0.0.1:{closed}")
+    client = Client(port_of(server))
+    wait_for(lambda: client.json("GET", "/api/stats")[1]["sample"] is not None)
+    for _ in range(3):
+        status, page = client.json("GET", "/api/history")
+        assert status == 200 and page["source"] == "local"
+        assert f"127.0.0.1:{closed}" in page["prometheus_error"]
+        assert page["samples"] and all("source" not in s for s in page["samples"])
+    said = [r for r in caplog.records if "history from Prometheus unavailable" in r.getMessage()]
+    assert len(said) == 1

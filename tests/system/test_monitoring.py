@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 from system.compose_stack import BUILD_TIMEOUT, REPO, UP_TIMEOUT, free_port, require_docker
 
+from buzon.observe.history import QUERIES, STEP, samples_from
+
 pytestmark = pytest.mark.docker
 
 RULES = "/etc/buzon-prometheus"
@@ -94,6 +96,7 @@ def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]
         "BUZON_MONITOR_PUBLISH": str(free_port(socket.SOCK_DGRAM)),
         "BUZON_PROMETHEUS_PUBLISH": f"127.0.0.1:{prometheus}",
         "BUZON_HTTP_LISTEN": "0.0.0.0",  # on the Compose network, for Prometheus
+        "BUZON_DASHBOARD_PROMETHEUS": "http://prometheus:9090",
         "BUZON_TRANSFORM_SIDECARS": "transform-tac:7000",
         "BUZON_TRANSFORM_ENABLED": "true",
         "BUZON_TRANSFORM_RETRY_WINDOW": "5",
@@ -156,3 +159,54 @@ def test_prometheus_has_the_accepted_count_and_fires_sidecar_down(monitoring: Mo
     (alert,) = wait(firing, 120, "BuzonSidecarDown firing", monitoring)
     assert alert["labels"]["sidecar"] == "transform-tac:7000"
     assert alert["labels"]["severity"] == "critical"
+
+
+def test_the_dashboard_draws_its_history_from_prometheus(monitoring: Monitoring) -> None:
+    # Prometheus must see the counter before and after the messages for a rate.
+    (before,) = wait(lambda: [v for v in [monitoring.value(
+        'buzon_messages_accepted_total{job="buzon"}')] if v is not None], 90,
+        "Prometheus scraping smtp", monitoring)  # a list: 0.0 is an answer too
+    with smtplib.SMTP("127.0.0.1", monitoring.smtp, timeout=30) as client:
+        for i in range(3):
+            client.sendmail("alice@example.org", ["postmaster@example.org"],
+                            f"Subject: history {i}\r\n\r\nfor the charts\r\n")
+    wait(lambda: monitoring.value('buzon_messages_accepted_total{job="buzon"}') == before + 3,
+         90, "the three messages scraped", monitoring)
+    # A rate above zero for the last 20 s (it stays so for a minute after the messages):
+    # every 15 s point Prometheus gives for that time shows it, wherever its grid falls.
+    wait(lambda: (monitoring.value("min_over_time(sum(rate(buzon_messages_accepted_total[1m]))"
+                                   "[20s:5s])") or 0) > 0,
+         90, "a message rate in Prometheus for 20 s", monitoring)
+
+    # The queries of observe/history.py, asked of the real Prometheus, and their answers
+    # read by the same code the server runs: a message rate somewhere in the last minutes.
+    now = time.time()
+    answers = {field: {"status": "success", "data": monitoring.api(
+        "query_range", query=query, start=f"{now - 600:.3f}", end=f"{now:.3f}", step=str(STEP))}
+        for field, query in QUERIES.items()}
+    samples = samples_from(answers, before=None)
+    assert samples and all(s["source"] == "prometheus" for s in samples)
+    assert any(s["rates"]["messages"] > 0 for s in samples), samples[-5:]
+    assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
+
+    # History that survives a restart: smtp forgets its own samples, Prometheus does not,
+    # and smtp's /api/history draws Prometheus's points first, then its live seconds.
+    monitoring.compose("restart", "--timeout", "10", "smtp")
+
+    def history() -> dict[str, Any] | None:
+        got = monitoring.compose(
+            "exec", "-T", "smtp", "python3", "-c",
+            "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+            "'http://127.0.0.1:9025/api/history', timeout=20).read().decode())", check=False)
+        page = json.loads(got.stdout) if got.returncode == 0 and got.stdout else None
+        return page if page and page["samples"] else None
+
+    page = wait(history, 90, "smtp's /api/history after its restart", monitoring)
+    assert page["source"] == "prometheus", page.get("prometheus_error")
+    older = [s for s in page["samples"] if s.get("source") == "prometheus"]
+    local = [s for s in page["samples"] if s.get("source") != "prometheus"]
+    assert len(older) == page["prometheus_points"] > 0 and local
+    assert max(s["t"] for s in older) < min(s["t"] for s in local)
+    # Their values are Prometheus's, parsed by samples_from (checked on its real answers
+    # above, with a message rate in them).
+    assert all(s["rates"]["messages"] >= 0 and isinstance(s["queue_depth"], int) for s in older)

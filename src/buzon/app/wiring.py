@@ -151,7 +151,8 @@ async def open_http(
                             disk_free=stats.disk_free_ratio)
     table = routes(registry, not_ready)
     if sessions is not None:
-        table.update(dashboard_routes(stats, sessions, switch))
+        table.update(dashboard_routes(stats, sessions, switch, prometheus=s.dashboard_prometheus,
+                                      history_seconds=s.dashboard_history))
     return await start_http(parse_listen(s.http_listen), s.http_port, table, [stats.run()])
 
 

@@ -8,7 +8,7 @@ logs everyone out).
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 __all__ = ["ObserveSettings"]
@@ -32,6 +32,19 @@ class ObserveSettings(BaseSettings):
         5, ge=1, le=1000,
         description="Wrong dashboard tokens accepted per client address per minute; then 429.",
     )
+    dashboard_prometheus: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description=(
+            "URL of the Prometheus that scrapes this server (e.g. http://prometheus:9090 "
+            "with the monitoring profile): the dashboard then draws its history from it, "
+            "not only the last five minutes the server keeps. Unset: local samples only."
+        ),
+    )
+    dashboard_history: float = Field(
+        3600.0, ge=300, le=7 * 86400,
+        description="Seconds of history the dashboard asks BUZON_DASHBOARD_PROMETHEUS for.",
+    )
     alert_queue_growth: float = Field(
         600.0, ge=5, le=86400,
         description=(
@@ -54,3 +67,8 @@ class ObserveSettings(BaseSettings):
         300.0, ge=10, le=86400,
         description="Seconds over which authentication failures are counted for the alert.",
     )
+
+    @field_validator("dashboard_prometheus", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # Compose's ${VAR:-} passes ""

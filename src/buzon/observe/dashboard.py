@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 The page (``/dashboard``, ``static/index.html``) is static, and so is its
 script: every number comes from JSON the script fetches (``/api/history`` once,
-``/api/stats`` every second, both built by :class:`~buzon.observe.stats.Stats`),
+``/api/stats`` every second, both built by :class:`~buzon.observe.stats.Stats`;
+the history starts with Prometheus's when ``BUZON_DASHBOARD_PROMETHEUS`` is set,
+:mod:`buzon.observe.history`),
 so the page carries no inline script and every answer of this module sends a
 ``Content-Security-Policy`` allowing only this origin's own scripts, styles and
 requests (no CDN: uPlot is vendored in ``static/``, see ``static/VENDORED.md``).
@@ -23,6 +25,7 @@ or the supervisor, whose workers follow it through the shared counters file).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -32,6 +35,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from buzon.observe import history
 from buzon.observe.httpd import Answer, Request, Route, post
 from buzon.observe.sessions import Session, Sessions
 from buzon.observe.stats import Stats
@@ -83,8 +87,15 @@ def _body(request: Request) -> dict[str, Any] | None:
 
 
 def dashboard_routes(stats: Stats, sessions: Sessions, switch: Any,
-                     clock: Callable[[], float] = time.time) -> dict[str, Route]:
-    """The dashboard's paths, over the sampler, the sessions and the transform switch."""
+                     clock: Callable[[], float] = time.time, *,
+                     prometheus: str | None = None,
+                     history_seconds: float = 3600.0) -> dict[str, Route]:
+    """The dashboard's paths, over the sampler, the sessions and the transform switch.
+
+    With ``prometheus`` (``BUZON_DASHBOARD_PROMETHEUS``), ``/api/history`` starts with
+    that Prometheus's last ``history_seconds`` (:mod:`buzon.observe.history`).
+    """
+    failures_logged: set[str] = set()
     files = resources.files("buzon.observe") / "static"
     assets = {name: (files / name).read_bytes() for name in ASSETS}
 
@@ -105,7 +116,22 @@ def dashboard_routes(stats: Stats, sessions: Sessions, switch: Any,
                            "logged_in": session_of(request) is not None})
 
     async def api_history(_: Request) -> Answer:
-        return _json(200, {"samples": list(stats.samples)})
+        local = list(stats.samples)
+        if prometheus is None:
+            return _json(200, {"samples": local, "source": "local"})
+        first = local[0]["t"] if local else None
+        try:
+            older = await asyncio.to_thread(history.fetch, prometheus, history_seconds,
+                                            clock(), first)
+        except history.HistoryError as error:
+            reason = str(error)
+            if reason not in failures_logged:  # once per kind, not once per page load
+                failures_logged.add(reason)
+                log.warning("dashboard history from Prometheus unavailable: %s", reason)
+            return _json(200, {"samples": local, "source": "local",
+                               "prometheus_error": reason})
+        return _json(200, {"samples": older + local, "source": "prometheus",
+                           "prometheus_points": len(older)})
 
     async def api_session(request: Request) -> Answer:
         session = session_of(request)

@@ -1,10 +1,11 @@
-// Buzón dashboard: polls /api/stats every second and draws the last five minutes with uPlot.
+// Buzón dashboard: polls /api/stats every second and draws the last five minutes with uPlot,
+// after the last hour from Prometheus when the server has one (BUZON_DASHBOARD_PROMETHEUS).
 // No inline script anywhere (the Content-Security-Policy forbids it); state a test can read
 // is mirrored on <body> as data-* attributes (points, nonzero charts, alerts, login, switch).
 (function () {
   "use strict";
 
-  var KEEP = 300;
+  var KEEP = 1200;  // an hour of Prometheus points (15 s apart) and the live seconds
   var state = { csrf: null, loggedIn: false, samples: [], charts: {}, nonzero: {},
                 transform: { configured: false, enabled: false } };
   function $(id) { return document.getElementById(id); }
@@ -217,6 +218,12 @@
   Promise.all([getJSON("/api/session"), getJSON("/api/history")]).then(function (got) {
     session(got[0]);
     got[1].samples.forEach(add);
+    var source = got[1].source === "prometheus"
+      ? "before them, " + got[1].prometheus_points + " points from Prometheus"
+      : (got[1].prometheus_error ? "Prometheus unavailable: " + got[1].prometheus_error
+                                 : "the last five minutes");
+    text($("history-source"), source);
+    document.body.dataset.history = got[1].source;
     makeCharts();
     render(null);
     poll();
