@@ -9,7 +9,11 @@ holds a real, minimal conversation::
     python -m buzon.health smtp [HOST [PORT]]
 
 connect → expect the ``220`` greeting → ``NOOP`` → expect ``250`` → ``QUIT``. HOST
-defaults to 127.0.0.1 and PORT to ``$BUZON_SMTP_PORT`` or 2525. The whole exchange is
+defaults to 127.0.0.1 and PORT to ``$BUZON_SMTP_PORT`` or 2525. Then, when the
+server's HTTP listener is on (the same ``BUZON_HTTP_LISTEN``/``BUZON_HTTP_PORT`` the
+container's server reads; empty ``BUZON_HTTP_LISTEN`` means off), it asks ``/readyz``:
+a server that answers SMTP but cannot write its queue, or whose worker died, is
+unhealthy too, with the reason ``/readyz`` gives. The whole exchange is
 bounded by a 5 s timeout. Exit status 0 means healthy; 1 means unhealthy, with one line
 on stderr saying why (Docker keeps it in ``docker inspect``'s health log). Usage errors
 exit 2. Standard library only, so it runs in any image that has the package.
@@ -40,9 +44,11 @@ import smtplib
 import socket
 import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-__all__ = ["TIMEOUT", "check_imap", "check_smtp", "main"]
+__all__ = ["TIMEOUT", "check_imap", "check_ready", "check_smtp", "main", "ready_url"]
 
 #: Where the imap container's entrypoint writes the health user's name and password.
 HEALTH_CREDENTIALS = "/run/buzon-health/credentials"
@@ -83,6 +89,31 @@ def check_smtp(host: str, port: int, timeout: float = TIMEOUT) -> str | None:
         return f"SMTP session with {host}:{port} failed: {error}"
     finally:
         client.close()
+
+
+def ready_url(environ: dict[str, str]) -> str | None:
+    """The ``/readyz`` URL of the server configured in ``environ``, or None when it has no
+    HTTP listener. A wildcard listen address is reached on loopback."""
+    listen = environ.get("BUZON_HTTP_LISTEN", "127.0.0.1")
+    first = next((a.strip() for a in listen.split(",") if a.strip()), None)
+    if first is None:
+        return None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(first, first).strip("[]")
+    port = environ.get("BUZON_HTTP_PORT", "9025").strip() or "9025"
+    return f"http://[{host}]:{port}/readyz" if ":" in host else f"http://{host}:{port}/readyz"
+
+
+def check_ready(url: str, timeout: float = TIMEOUT) -> str | None:
+    """``GET /readyz``: None on 200, else the reason (its body, or why it did not answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return None if answer.status == 200 else f"{url} answered {answer.status}"
+    except urllib.error.HTTPError as error:
+        with error:
+            body = error.read(300).decode("utf-8", "replace").strip()
+        return f"{url} answered {error.code}: {body}"
+    except OSError as error:
+        return f"cannot reach {url}: {error}"
 
 
 def check_imap(host: str, port: int, credentials: Path, timeout: float = TIMEOUT) -> str | None:
@@ -142,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "smtp":
         reason = check_smtp(host, port)
         done = "answered 220 and NOOP 250"
+        url = ready_url(dict(os.environ))
+        if reason is None and url is not None:
+            reason = check_ready(url)
+            done += f", {url} 200"
     else:
         credentials = Path(os.environ.get("BUZON_HEALTH_CREDENTIALS", HEALTH_CREDENTIALS))
         reason = check_imap(host, port, credentials)

@@ -1,18 +1,22 @@
 """`python -m buzon.health smtp`: the container healthcheck, against the real server and
-against fake servers that misbehave in each way the check must notice."""
+against fake servers that misbehave in each way the check must notice; and its second
+half, the server's own /readyz."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from faults.kit import remount, tmpfs
 from helpers import RunningServer, free_port
 
-from buzon.health import check_smtp, main
+from buzon.health import check_smtp, main, ready_url
 
 
 @pytest.fixture
@@ -61,12 +65,14 @@ def test_real_server_is_healthy(server: RunningServer) -> None:
 
 
 def test_cli_exit_status_zero_against_the_real_server(server: RunningServer) -> None:
+    env = {**os.environ, "BUZON_HTTP_LISTEN": "127.0.0.1",
+           "BUZON_HTTP_PORT": str(server.server.http_addresses[0][1])}
     result = subprocess.run(
         [sys.executable, "-m", "buzon.health", "smtp", "127.0.0.1", str(server.port)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True, text=True, timeout=30, check=False, env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("healthy:")
+    assert result.stdout.startswith("healthy:") and "/readyz 200" in result.stdout
 
 
 def test_refused_connection_is_unhealthy() -> None:
@@ -107,3 +113,45 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
 def test_unhealthy_exit_status_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["smtp", "127.0.0.1", str(free_port())]) == 1
     assert capsys.readouterr().err.startswith("unhealthy: cannot connect")
+
+
+@pytest.mark.parametrize(("environ", "url"), [
+    ({}, "http://127.0.0.1:9025/readyz"),
+    ({"BUZON_HTTP_LISTEN": "0.0.0.0", "BUZON_HTTP_PORT": "9100"}, "http://127.0.0.1:9100/readyz"),
+    ({"BUZON_HTTP_LISTEN": "::"}, "http://[::1]:9025/readyz"),
+    ({"BUZON_HTTP_LISTEN": "10.1.2.3, 127.0.0.1"}, "http://10.1.2.3:9025/readyz"),
+    ({"BUZON_HTTP_LISTEN": ""}, None),  # the listener is off: SMTP alone decides
+])
+def test_the_readyz_address_follows_the_servers_own_settings(
+    environ: dict[str, str], url: str | None,
+) -> None:
+    assert ready_url(environ) == url
+
+
+def test_a_server_that_answers_smtp_but_is_not_ready_is_unhealthy(
+    tmp_path: Path, make_server: Callable[..., RunningServer],
+) -> None:
+    # The Compose healthcheck's command, with the container's environment: SMTP answers,
+    # but the queue is on a read-only file system, so /readyz says 503 and why.
+    data = tmp_path / "ro-data"
+    with tmpfs(data, "20m"):
+        server = make_server(http_port=0, data_dir=data)
+        env = {**os.environ, "BUZON_HTTP_LISTEN": "127.0.0.1",
+               "BUZON_HTTP_PORT": str(server.server.http_addresses[0][1])}
+
+        def health() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "buzon.health", "smtp", "127.0.0.1", str(server.port)],
+                capture_output=True, text=True, timeout=30, check=False, env=env)
+
+        assert health().returncode == 0
+        remount(data, "ro")
+        try:
+            result = health()
+            assert result.returncode == 1
+            assert "answered 503: not ready: queue directory " in result.stderr
+        finally:
+            remount(data, "rw")
+        ok = health()
+        assert ok.returncode == 0 and "/readyz 200" in ok.stdout, ok.stderr
+        server.stop()
