@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -638,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrape", type=float, metavar="SECONDS",
                         help="enable Buzón's HTTP listener and GET /metrics every SECONDS "
                              "during each run (the cost of being scraped)")
+    parser.add_argument("--messages", type=int, metavar="N",
+                        help="messages per run of the sending workloads instead of their "
+                             "own count (e.g. 150000 for a sustained minute of 1k)")
     parser.add_argument("--workers", type=int, default=1,
                         help="BUZON_WORKERS for the sending workloads (hold picks its own)")
     args = parser.parse_args(argv)
@@ -653,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("run as root: the private Postfix and the fd limits need it")
     workloads = [table[n] for n in names]
+    if args.messages:
+        workloads = [dataclasses.replace(w, messages=args.messages,
+                                         what=f"{w.what}, {args.messages:,} messages",
+                                         timeout=max(w.timeout, args.messages / 200))
+                     if w.messages else w for w in workloads]
     limit = nofile_limit()
     hold_target = args.hold or table["hold"].hold
     hold_run = hold_target
