@@ -68,6 +68,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+class _Pin:
+    """Command prefixes that pin the servers and the load generator (``--pin``)."""
+
+    server: tuple[str, ...] = ()
+    loadgen: tuple[str, ...] = ()
+
+
+PIN = _Pin()
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -296,8 +306,8 @@ class Buzon(Server):
             BUZON_FSYNC="true",  # as shipped; never benchmark without durability
             BUZON_WORKERS=str(self.workers),
         )
-        cmd = [sys.executable, "-m", "buzon", "-p", str(self.port), "-P", str(self.monitor_port),
-               "-u", TOKEN, "-d", str(self.data)]
+        cmd = [*PIN.server, sys.executable, "-m", "buzon", "-p", str(self.port),
+               "-P", str(self.monitor_port), "-u", TOKEN, "-d", str(self.data)]
         self.cmd = cmd
         with open(self.base / "access.log", "wb") as out, \
                 open(self.base / "stderr.log", "wb") as err:
@@ -337,7 +347,7 @@ class Postfix(Server):
     def start(self) -> None:
         self.started = True
         out = subprocess.run(
-            ["bash", str(POSTFIX_SCRIPT), "start", str(self.base), str(self.port)],
+            [*PIN.server, "bash", str(POSTFIX_SCRIPT), "start", str(self.base), str(self.port)],
             check=False, capture_output=True, text=True, timeout=300
         )
         if out.returncode != 0:
@@ -427,7 +437,7 @@ def settle(server: Server, limit: float = 15.0) -> None:
 def run_one(w: Workload, server: Server, rep: int) -> Run:
     server.clear_mail()
     time.sleep(0.5)
-    base = [sys.executable, "-m", "buzon.loadgen", "--host", "127.0.0.1", "--port",
+    base = [*PIN.loadgen, sys.executable, "-m", "buzon.loadgen", "--host", "127.0.0.1", "--port",
             str(server.port), "--timeout", str(w.timeout), "--json"]
     if w.hold:
         # buzon-load splits itself over processes when the hold exceeds one process's
@@ -639,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrape", type=float, metavar="SECONDS",
                         help="enable Buzón's HTTP listener and GET /metrics every SECONDS "
                              "during each run (the cost of being scraped)")
+    parser.add_argument("--pin", action="store_true",
+                        help="run the servers on CPU 0 and the load generator on CPU 1 "
+                             "(taskset), so both servers get the same share")
     parser.add_argument("--messages", type=int, metavar="N",
                         help="messages per run of the sending workloads instead of their "
                              "own count (e.g. 150000 for a sustained minute of 1k)")
@@ -657,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("run as root: the private Postfix and the fd limits need it")
     workloads = [table[n] for n in names]
+    if args.pin:
+        PIN.server, PIN.loadgen = ("taskset", "-c", "0"), ("taskset", "-c", "1")
     if args.messages:
         workloads = [dataclasses.replace(w, messages=args.messages,
                                          what=f"{w.what}, {args.messages:,} messages",
