@@ -25,21 +25,10 @@
 set -euo pipefail
 
 die() { echo "postfix-relay: $*" >&2; exit 1; }
+# shellcheck source=scripts/postfix-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/postfix-lib.sh"
 
-compat_level() {
-    local v
-    v=$(postconf -d -h mail_version 2>/dev/null || echo 0.0)
-    if [ "$(printf '%s\n' 3.6 "${v%.*}" | sort -V | head -1)" = 3.6 ]; then echo 3.6; else echo 2; fi
-}
 
-master_pid() {
-    local f=$1/queue/pid/master.pid
-    [ -r "$f" ] || return 1
-    local pid
-    pid=$(tr -dc 0-9 < "$f")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = master ] \
-        && echo "$pid"
-}
 
 write_config() {
     local base=$1 port=$2 nexthop=$3 cafile=$4
@@ -128,44 +117,12 @@ cmd_start() {
         || die "postfix is not installed (scripts/postfix-instance.sh install)"
     base=$(realpath -m "$base")
     cafile=$(realpath "$cafile")
-    [ "$base/etc" != /etc/postfix ] || die "refusing to run on /etc/postfix"
-    if master_pid "$base" >/dev/null; then
-        die "an instance already runs in $base (pid $(master_pid "$base"))"
-    fi
+    refuse_running "$base"
     write_config "$base" "$port" "$nexthop" "$cafile"
-    postfix -c "$base/etc" check >/dev/null 2>"$base/log/check.log" || {
-        cat "$base/log/check.log" >&2; die "postfix check failed"; }
-    postfix -c "$base/etc" start >"$base/log/start.log" 2>&1 || {
-        cat "$base/log/start.log" >&2; die "postfix start failed"; }
-    local i
-    for i in $(seq 1 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
-            master_pid "$base"
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "postfix did not open 127.0.0.1:$port (see $base/log)"
+    start_written "$base" "$port"
 }
 
-cmd_stop() {
-    local base=${1:?usage: stop BASE}
-    base=$(realpath -m "$base")
-    local pid
-    pid=$(master_pid "$base") || return 0
-    postfix -c "$base/etc" stop >/dev/null 2>&1 || true
-    local i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    postfix -c "$base/etc" abort >/dev/null 2>&1 || true
-}
 
-cmd_status() {
-    local base=${1:?usage: status BASE}
-    master_pid "$(realpath -m "$base")"
-}
 
 case "${1:-}" in
     start) shift; cmd_start "$@" ;;
