@@ -62,22 +62,25 @@ class Commands(SMTP):
     """HELO/EHLO that refuse control characters, and a HELP that tells the truth."""
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if hostname and has_controls(hostname):
-            await self.push(replies.BAD_HELO)  # type: ignore[arg-type]
-            return
-        if hostname and not hostname.isascii():
-            await self.push(replies.HELO_NOT_ASCII)  # type: ignore[arg-type]
-            return
-        await super().smtp_HELO(hostname)
+        if not await self._refused_name(hostname):
+            await super().smtp_HELO(hostname)
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        if hostname and has_controls(hostname):
+        if not await self._refused_name(hostname):
+            await super().smtp_EHLO(hostname)
+
+    async def _refused_name(self, hostname: str) -> bool:
+        """Answer a HELO/EHLO name with a control character (501) or not in ASCII
+        (501, RFC 6531 §3.7.1); True when it was refused."""
+        if not hostname:
+            return False
+        if has_controls(hostname):
             await self.push(replies.BAD_HELO)  # type: ignore[arg-type]
-            return
-        if hostname and not hostname.isascii():
+            return True
+        if not hostname.isascii():
             await self.push(replies.HELO_NOT_ASCII)  # type: ignore[arg-type]
-            return
-        await super().smtp_EHLO(hostname)
+            return True
+        return False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses VRFY's argument with the standard library's header parser
