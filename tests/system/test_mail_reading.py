@@ -166,6 +166,59 @@ def test_user_added_once_reads_ham_in_inbox_and_gtube_in_junk(
         pop.quit()
 
 
+def test_flags_utf8_search_idle_and_a_utf8_login(mail_stack: Stack, tls: ssl.SSLContext) -> None:
+    # What a private Dovecot over Buzón's Maildirs did before this stack (issue 13), kept
+    # under test here: \Flagged lands as :2,FS, a UTF-8 SEARCH finds a UTF-8 subject, IDLE
+    # reports a message smtp delivers meanwhile, and a UTF-8 user (SMTPUTF8 mailbox name)
+    # logs in with the same password file.
+    stack, user, password = mail_stack, "josé@example.org", "ñandú " + secrets.token_hex(4)
+    added = stack.compose("run", "--rm", "-T", "admin", "user", "add", user,
+                          input_text=password + "\n")
+    assert "done" in added.stdout, added.stderr
+    subject = "Café para José " + secrets.token_hex(3)
+    message = (f"From: bob@example.net\r\nTo: {user}\r\nSubject: {subject}\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               "Content-Transfer-Encoding: 8bit\r\n\r\n¿Qué tal?\r\n").encode()
+
+    def send() -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", stack.smtp_port, local_hostname="client.test",
+                          timeout=30) as client:
+            client.starttls(context=tls)
+            client.ehlo("client.test")
+            client.mail("bob@example.net", ["SMTPUTF8", "BODY=8BITMIME"])
+            code, text = client.rcpt(user)
+            return (code, text) if code != 250 else client.data(message)
+
+    _wait(lambda: send()[0] == 250, 30, "josé accepted by smtp")
+    with imaplib.IMAP4_SSL("127.0.0.1", stack.mail_ports["imaps"], ssl_context=tls,
+                           timeout=30) as imap:
+        # SASL PLAIN carries the UTF-8 name as bytes (LOGIN's quoted string is ASCII only).
+        assert imap.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())[0] == "OK"
+        _wait(lambda: int(imap.select("INBOX")[1][0]) >= 1, 60, "josé's message in INBOX")
+        imap.literal = subject.encode()
+        status, found = imap.search("UTF-8", "SUBJECT")
+        assert status == "OK" and found[0].split() == [b"1"], found
+        assert imap.store("1", "+FLAGS", "(\\Flagged \\Seen)")[0] == "OK"
+
+        # IDLE (RFC 2177) by hand: imaplib before 3.14 has no idle().
+        tag = imap._new_tag().decode()
+        imap.send(f"{tag} IDLE\r\n".encode())
+        assert imap.readline().startswith(b"+")
+        assert send()[0] == 250
+        deadline = time.monotonic() + 60
+        seen = b""
+        while b"EXISTS" not in seen and time.monotonic() < deadline:
+            seen = imap.readline()
+        assert seen.rstrip().endswith(b"EXISTS"), seen
+        imap.send(b"DONE\r\n")
+        while not (line := imap.readline()).startswith(tag.encode()):
+            pass
+        assert b" OK" in line, line
+    files = stack.compose("exec", "-T", "imap", "find", "/var/lib/buzon/mail/example.org/josé",
+                          "-type", "f").stdout.split()
+    assert any(re.search(r"/cur/[^/]+:2,FS$", f) for f in files), files
+
+
 def test_plaintext_login_is_refused_without_tls(mail_stack: Stack) -> None:
     imap = imaplib.IMAP4("127.0.0.1", mail_stack.mail_ports["imap"], timeout=30)
     try:
