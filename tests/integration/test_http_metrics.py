@@ -96,8 +96,10 @@ def counted(samples: dict[str, float]) -> dict[str, float]:
 
 
 def expected(**values: int) -> dict[str, float]:
-    """Every exposed sample at zero, but for ``values`` (by counter field)."""
+    """Every exposed sample at zero, but for ``values`` (by counter field) and the
+    queue limit, a setting (BUZON_QUEUE_LIMIT's default)."""
     samples = {m.exposed: 0.0 for m in METRICS}
+    samples["buzon_queue_limit"] = 20_000.0
     samples["buzon_transform_enabled"] = 0.0
     for metric in METRICS:
         if metric.counter in values:

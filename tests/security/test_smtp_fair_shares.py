@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from helpers import LineClient, RunningServer, code, wait_for
+from helpers import LineClient, RunningServer, code, maildir_files, wait_for
 
 
 def _to_data(c: LineClient, size: int | None = None, rcpt: str = "fair@example.org") -> str:
@@ -75,29 +75,39 @@ def test_a_session_has_a_lifetime(make_server: Callable[..., RunningServer]) -> 
         assert c.closed()
 
 
-def test_data_memory_budget_answers_452_at_data_and_mid_transfer(
+def test_data_memory_budget_answers_452_at_data_and_spills_mid_transfer(
     make_server: Callable[..., RunningServer],
 ) -> None:
+    """The budget bounds what bodies hold in memory: a DATA that cannot reserve its
+    first part gets 452 before the 354; a body whose reservation cannot grow goes
+    on to the spool on disk and is accepted whole (issue 16: no 452 for a size the
+    server can take)."""
     mib = 1 << 20
-    server = make_server(max_message_size=mib, data_memory_budget=mib)
-    with LineClient(server.port) as big, LineClient(server.port) as small:
-        big.reply()
-        small.reply()
-        # checked at DATA: the declared SIZE= is reserved, so nothing is left
-        assert _to_data(big, size=mib - 100_000) == "354 End data with <CR><LF>.<CR><LF>"
-        assert _to_data(small, size=200_000) == (
-            "452 4.3.1 Error: insufficient system resources, try again later")
-        big.send(("b" * 98 + "\r\n") * 5000)
-        assert code(big.cmd(".")) == "250 2.0.0"  # its reservation is given back
-        assert code(small.cmd("DATA")) == "354"
-        assert code(small.cmd("ok\r\n.")) == "250 2.0.0"
-        # no SIZE=: the reservation grows as the body arrives; past the budget the
-        # rest is read and dropped, and the reply after the terminator is 452
-        assert _to_data(big) == _to_data(small) == "354 End data with <CR><LF>.<CR><LF>"
-        big.send(("c" * 98 + "\r\n") * 6000)  # 600 KB held
-        assert wait_for(lambda: server.server.hub.budget.used >= 600_000, 5)
-        small.send(("d" * 98 + "\r\n") * 6000)  # 600 KB more: over the budget
-        assert small.cmd(".") == "452 4.3.1 Error: insufficient system resources, try again later"
-        assert code(big.cmd(".")) == "250 2.0.0"
+    spill = 256 * 1024
+    server = make_server(max_message_size=mib, data_memory_budget=mib, data_spill_size=spill)
+    holders = [LineClient(server.port) for _ in range(3)]
+    try:
+        with LineClient(server.port) as small:
+            small.reply()
+            # checked at DATA: the declared SIZE= is reserved (at most the spill size and
+            # one 64 KB step each), so three large messages leave no room for a fourth
+            for holder in holders:
+                holder.reply()
+                assert _to_data(holder, size=mib - 1000) == "354 End data with <CR><LF>.<CR><LF>"
+            assert server.server.hub.budget.used == 3 * (spill + 64 * 1024)
+            assert _to_data(small, size=200_000) == (
+                "452 4.3.1 Error: insufficient system resources, try again later")
+            # past its reservation, each body goes to disk: all three accepted
+            for n, holder in enumerate(holders):
+                holder.send((f"{n}" * 98 + "\r\n") * 9000)  # 900 KB
+                assert code(holder.cmd(".")) == "250 2.0.0"
+            assert code(small.cmd("DATA")) == "354"
+            assert code(small.cmd("ok\r\n.")) == "250 2.0.0"
+    finally:
+        for holder in holders:
+            holder.close()
     server.wait_idle()
+    mail = server.mail_root
+    got = sorted(len(p.read_bytes()) for p in maildir_files(mail, "fair"))
+    assert len(got) == 4 and all(size > 900_000 for size in got[1:])
     assert wait_for(lambda: server.server.hub.budget.used == 0, 5)

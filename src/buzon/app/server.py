@@ -60,7 +60,7 @@ from buzon.observe import HttpListener, queue_problem
 from buzon.smtp import replies
 from buzon.smtp.handler import Handler
 from buzon.smtp.session import BuzonSMTP, Hub, Limits, refuse_busy
-from buzon.spool import Intake, Spool, adopt_orphans, shard_root
+from buzon.spool import Intake, QueueGate, Spool, adopt_orphans, shard_root
 from buzon.spool.shards import work_root
 from buzon.transform.switch import FollowedSwitch, TransformSwitch
 
@@ -154,6 +154,14 @@ class Server:
             self.switch = FollowedSwitch(
                 configured=transform is not None, read=lambda: shared.transform_enabled
             )
+        counters = self.counters
+        counters.queue_limit = s.queue_limit
+
+        def delayed() -> None:
+            counters.queue_delayed += 1
+
+        gate = QueueGate(limit=s.queue_limit, delay_at=s.queue_delay_at,
+                         max_delay=s.queue_max_delay, on_delay=delayed)
         self.delivery = DeliveryPipeline(
             spool,
             s.mail_dir,
@@ -170,6 +178,8 @@ class Server:
             observations=self.observations.slot(0 if role is None else role.index),
             junk_rule=JunkRule(header=s.junk_header, threshold=s.junk_threshold,
                                discard=s.junk_discard_threshold),
+            gate=gate,
+            maildir_sync=s.delivery_sync,
         )
         recovered = await asyncio.to_thread(spool.recover)
         if recovered:
@@ -200,7 +210,7 @@ class Server:
             tls=tls,
             recipients=recipients,
         )
-        self.intake = Intake(spool, on_stored=self.delivery.submit)
+        self.intake = Intake(spool, on_stored=self.delivery.submit, gate=gate)
         self.intake.start()
         self._rules = message_rules(s)
         await self._start_smtp(Handler(self.intake, self._rules))

@@ -165,6 +165,7 @@ def message_rules(settings: ServerSettings) -> Any:
         accept_long_lines=settings.long_lines == "accept",
         add_missing_headers=settings.add_missing_headers,
         reverse=ReverseDns(settings.reverse_dns_timeout) if settings.reverse_dns else None,
+        spill_size=settings.data_spill_size,
     )
 
 

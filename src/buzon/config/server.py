@@ -20,13 +20,16 @@ from buzon.config.common import validate_token
 from buzon.config.mailhost import MailHostSettings
 from buzon.config.messages import MessageSettings
 from buzon.config.observe import ObserveSettings
+from buzon.config.queue import QueueSettings
 from buzon.config.tls import TlsSettings
 from buzon.net import parse_listen
 
 __all__ = ["ServerSettings"]
 
 
-class ServerSettings(MailHostSettings, TlsSettings, MessageSettings, ObserveSettings):
+class ServerSettings(
+    MailHostSettings, TlsSettings, MessageSettings, ObserveSettings, QueueSettings
+):
     """Configuration of the ``buzon`` SMTP server process."""
 
     model_config = SettingsConfigDict(

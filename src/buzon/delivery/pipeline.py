@@ -30,7 +30,9 @@ Counters: ``transform_ok``, ``transform_failed`` (every failed attempt),
 ``transform_retried`` (failed and deferred) and ``transform_fallback``
 (delivered without the transform under the ``deliver`` policy); ``deliveries``
 (messages released after reaching every recipient) and the gauge ``queue_depth``
-(messages handed over or recovered and not yet delivered).
+(messages handed over or recovered and not yet delivered). Every message
+that leaves the queue is also reported to the intake's back-pressure gate
+(:mod:`buzon.spool.backpressure`), which lets the next waiting message in.
 
 Observations (:mod:`buzon.metrics.histograms`, when given a slot): the delay
 from the 250 (the envelope's ``received``) to the message's files renamed into
@@ -57,7 +59,7 @@ from buzon.delivery.timing import timed
 from buzon.delivery.writer import MaildirWriter
 from buzon.metrics.counters import Counters
 from buzon.metrics.histograms import Histogram, ObservationSlot
-from buzon.spool import Envelope, Location, Spool, SpoolCorrupt
+from buzon.spool import Envelope, Location, QueueGate, Spool, SpoolCorrupt
 from buzon.transform import Transform
 
 __all__ = ["DeliveryPipeline"]
@@ -100,8 +102,12 @@ class DeliveryPipeline:
         clock: Callable[[], float] = time.time,
         observations: ObservationSlot | None = None,
         junk_rule: JunkRule | None = None,
+        gate: QueueGate | None = None,
+        maildir_sync: str = "batch",
     ) -> None:
         self.spool = spool
+        #: The intake's back-pressure gate: told of every message that leaves the queue.
+        self.gate = gate
         self.counters = counters
         self.observations = observations
         self._delay: Histogram | None = None
@@ -114,7 +120,7 @@ class DeliveryPipeline:
         self.rules = rules
         self.fsync = fsync
         self.writer = MaildirWriter(spool, mail_root, hostname=hostname, fsync=fsync,
-                                    junk_rule=junk_rule)
+                                    junk_rule=junk_rule, sync=maildir_sync)
         spool.on_quarantine = self._quarantined
         self._clock = clock
         self._transform_slots = asyncio.Semaphore(transform_concurrency)
@@ -139,6 +145,8 @@ class DeliveryPipeline:
         """Start delivering; ``recovered`` messages are checked for past deliveries."""
         for disk in self._disks:
             disk.start()
+        if self.gate is not None:
+            self.gate.add(len(recovered))
         for where in recovered:
             self.counters.queue_depth += 1
             self._dispatch(Job(where, check=True, work=True))
@@ -245,6 +253,8 @@ class DeliveryPipeline:
         if error is None:
             self._step(job, Outcome.DELIVERED)
             self.counters.queue_depth -= 1
+            if self.gate is not None:
+                self.gate.leave()
             if job.route is Route.DISCARD:
                 self.counters.spam_discarded += 1
                 return

@@ -10,6 +10,19 @@ first flush lets one journal commit cover many of them. A message counts as
 delivered only when all of its files are renamed and their directories
 flushed; only then is its queue record released.
 
+How the batch is made durable (``BUZON_DELIVERY_SYNC``): ``file`` flushes
+each file before its rename and each touched ``new/`` after, the textbook
+Maildir way: on the benchmark machine that is two flushes per 1 KB message
+and 250 µs of wall time, 110 µs of CPU. ``batch`` (the default) keeps the
+same order with one ``syncfs(2)`` per phase instead: every file of the batch
+written into ``tmp/``, the file system flushed (their data is on disk), all
+renamed into ``new/``, the file system flushed again (the renames are on
+disk): 45 µs and 30 µs per message (``scripts/fsync_cost.py``). A reader still
+never sees a partial file, a crash still leaves every file either complete in
+``new/`` or absent, and the queue record is released only after the second
+flush. A mailbox on another file system than the mail root (a mount point
+inside it) is flushed file by file, since ``syncfs`` covers one file system.
+
 Maildir names are deterministic (see :mod:`buzon.storage.maildir`); a job that
 was recovered after a crash or failed before (``check``) is checked recipient
 by recipient, so nobody gets it twice.
@@ -30,11 +43,13 @@ message for a retry.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from buzon.delivery import junk
 from buzon.delivery.job import Job
+from buzon.fsutil import sync_filesystem
 from buzon.spool import Envelope, Spool, SpoolCorrupt
 from buzon.storage import maildir
 
@@ -55,13 +70,30 @@ class MaildirWriter:
 
     def __init__(
         self, spool: Spool, mail_root: Path, *, hostname: str, fsync: bool = True,
-        junk_rule: junk.JunkRule | None = None,
+        junk_rule: junk.JunkRule | None = None, sync: str = "batch",
     ) -> None:
         self.spool = spool
         self.mail_root = mail_root
         self.hostname = hostname
         self.fsync = fsync
         self.junk_rule = junk_rule
+        #: ``batch``: one syncfs per phase; ``file``: fsync per file and per new/.
+        self.batch_sync = fsync and sync == "batch"
+        self._root_dev: int | None = None
+
+    def _on_root_fs(self, file: maildir.Pending) -> bool:
+        """Whether ``file`` is on the mail root's file system (covered by its syncfs)."""
+        if self._root_dev is None:
+            self._root_dev = os.stat(self.mail_root).st_dev
+        return os.fstat(file.tmp_dir).st_dev == self._root_dev
+
+    def _sync_root(self) -> bool:
+        """syncfs the mail root's file system; False if the system cannot (flush per file)."""
+        fd = os.open(self.mail_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return sync_filesystem(fd)
+        finally:
+            os.close(fd)
 
     def deliver_batch(self, jobs: Sequence[Job]) -> list[BaseException | None]:
         """Deliver ``jobs``; for each, None once delivered and released, or the error."""
@@ -69,17 +101,30 @@ class MaildirWriter:
         pending: list[tuple[int, maildir.Pending]] = []
         touched: dict[tuple[str, str], set[int]] = {}
 
+        synced: set[int] = set()  # indexes whose files one syncfs made durable
+
         def commit_pending() -> None:
+            flushed = False
+            if self.batch_sync and pending:
+                try:
+                    flushed = self._sync_root()  # phase 1: the data of every file
+                except OSError as error:
+                    for index, _ in pending:
+                        results[index] = results[index] or error
             for index, file in pending:
                 if results[index] is not None:
                     maildir.abandon(file)
                     continue
+                by_syncfs = flushed and self._on_root_fs(file)
                 try:
-                    maildir.commit(file, fsync=self.fsync)
+                    maildir.commit(file, fsync=self.fsync and not by_syncfs)
                 except OSError as error:
                     results[index] = error
                     continue
-                touched.setdefault((file.mailbox, file.folder), set()).add(index)
+                if by_syncfs:
+                    synced.add(index)
+                else:
+                    touched.setdefault((file.mailbox, file.folder), set()).add(index)
             pending.clear()
 
         for index, job in enumerate(jobs):
@@ -120,6 +165,12 @@ class MaildirWriter:
             if len(pending) >= _MAX_OPEN_FILES:
                 commit_pending()
         commit_pending()
+        if synced:
+            try:
+                self._sync_root()  # phase 2: every rename into new/
+            except OSError as error:
+                for i in synced:
+                    results[i] = error
         if self.fsync:
             for (mailbox, folder), indexes in touched.items():
                 try:

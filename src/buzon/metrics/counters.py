@@ -24,11 +24,15 @@ Definitions, as documented in docs/metrics.md:
   limit gets before its session starts (see :data:`REFUSAL_CODES`).
 - ``queue_depth``: messages queued and not yet delivered, a gauge (not persisted):
   being transformed or delivered, or waiting for a retry.
+- ``queue_limit``: the depth at which new messages are refused (``BUZON_QUEUE_LIMIT``,
+  summed over worker processes; 0: no limit), a gauge (not persisted).
+- ``queue_delayed``: messages that waited before their ``250`` because the queue was
+  past ``BUZON_QUEUE_DELAY_AT`` (back-pressure, :mod:`buzon.spool.backpressure`).
 - ``spool_quarantined``: queue segments moved to ``corrupt/`` because a record in
   them did not read back (each one also logged, naming the segment and the fault).
 
 The values only grow (except the gauges ``concurrent_connections`` and
-``queue_depth``); monitor v0 carries 32 bits, so :func:`wire_u32` saturates at
+``queue_depth``, ``queue_limit``); monitor v0 carries 32 bits, so :func:`wire_u32` saturates at
 2**32-1 instead of wrapping (v1 carries 64, saturating at 2**64-1).
 """
 
@@ -69,6 +73,7 @@ class Counters:
     tls_sessions: int = 0
     spam_junked: int = 0
     spam_discarded: int = 0
+    queue_delayed: int = 0
     # One field per reply code Buzón answers (replies.py): fixed fields, so they live in
     # the workers' shared slots and the state file like every other counter.
     refused_421: int = 0
@@ -87,6 +92,7 @@ class Counters:
     refused_554: int = 0
     refused_other: int = 0
     queue_depth: int = 0
+    queue_limit: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """The persisted subset, as plain ints (the gauges are not)."""
@@ -101,7 +107,7 @@ class Counters:
                 setattr(self, name, value)
 
 
-GAUGES: tuple[str, ...] = ("concurrent_connections", "queue_depth")
+GAUGES: tuple[str, ...] = ("concurrent_connections", "queue_depth", "queue_limit")
 """Counters that describe the present, not a history: never persisted."""
 
 PERSISTED: tuple[str, ...] = tuple(f.name for f in fields(Counters) if f.name not in GAUGES)

@@ -85,6 +85,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("queue_depth", "buzon_queue_depth",
            "Messages queued and not yet delivered, now (being transformed or written, "
            "waiting for a retry, or held)."),
+    Metric("queue_limit", "buzon_queue_limit",
+           "Queue depth at which new messages are refused with 452 4.3.1 (BUZON_QUEUE_LIMIT, "
+           "summed over worker processes; 0: no limit)."),
+    Metric("queue_delayed", "buzon_queue_delayed",
+           "Messages that waited before their 250 because the queue was past "
+           "BUZON_QUEUE_DELAY_AT (delivery behind intake)."),
     Metric("transform_ok", "buzon_transform_ok", "Transform runs that succeeded."),
     Metric("transform_failed", "buzon_transform_failed",
            "Transform runs that failed (every attempt)."),

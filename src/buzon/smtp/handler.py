@@ -25,7 +25,7 @@ from typing import Any
 from buzon.smtp import headers, replies, trace
 from buzon.smtp.reverse import UNKNOWN, ReverseDns
 from buzon.smtp.session import BuzonEnvelope, BuzonSMTP
-from buzon.spool import Envelope, Intake, new_queue_id
+from buzon.spool import Envelope, Intake, QueueFull, SpilledBody, new_queue_id
 
 __all__ = ["Handler", "MessageRules"]
 
@@ -49,6 +49,8 @@ class MessageRules:
     """Add ``Date:`` and ``Message-ID:`` when missing."""
     reverse: ReverseDns | None = None
     """The client-name look-up; None: every client is ``unknown``."""
+    spill_size: int = 256 * 1024
+    """Bytes of a message held in memory; the rest goes to the spool as it arrives."""
 
 
 class Handler:
@@ -59,6 +61,7 @@ class Handler:
         self.rules = rules or MessageRules()
         # Read by the DATA reader (buzon.smtp.transfer) of every session.
         self.accept_long_lines = self.rules.accept_long_lines
+        self.spill_size = self.rules.spill_size
 
     def _look_up(self, session: Any) -> None:
         """Start the client-name look-up once per session, at its greeting."""
@@ -66,12 +69,12 @@ class Handler:
         if reverse is not None and getattr(session, "reverse", None) is None:
             session.reverse = reverse.lookup(trace.peer_ip(session.peer))
 
-    async def handle_HELO(self, server: BuzonSMTP, session: Any, envelope: Any, hostname: str) -> str:  # noqa: N802,E501
+    async def handle_HELO(self, server: BuzonSMTP, session: Any, envelope: Any, hostname: str) -> str:
         session.host_name = hostname
         self._look_up(session)
         return f"250 {server.hostname}"
 
-    async def handle_EHLO(  # noqa: N802
+    async def handle_EHLO(
         self, server: BuzonSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
@@ -83,21 +86,31 @@ class Handler:
         lines = [head, "250-PIPELINING", *middle, "250-ENHANCEDSTATUSCODES"]
         return [*lines[:-1], "250 " + lines[-1][4:]]
 
-    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:  # noqa: N802
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
         return str(replies.OK)
 
-    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
         return str(replies.OK)
 
-    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
         return str(replies.BYE)
 
-    async def handle_DATA(self, server: BuzonSMTP, session: Any, envelope: BuzonEnvelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: BuzonSMTP, session: Any, envelope: BuzonEnvelope) -> str:
         content = envelope.original_content
         assert isinstance(content, bytes) and envelope.mail_from is not None
+        spilled, envelope.spilled = envelope.spilled, None
+        try:
+            return await self._queue(server, session, envelope, content, spilled)
+        finally:
+            if spilled is not None:
+                spilled.discard()  # queued (then already gone) or refused
+
+    async def _queue(self, server: BuzonSMTP, session: Any, envelope: BuzonEnvelope,
+                     content: bytes, spilled: SpilledBody | None) -> str:
         now = time.time()
-        queue_id = new_queue_id()
-        sent = len(content)  # the access log's size: what the client sent
+        queue_id = envelope.queue_id or new_queue_id()
+        # the access log's size: what the client sent
+        sent = len(content) + (spilled.size if spilled is not None else 0)
         stored = await self._as_stored(server, session, envelope, content, queue_id, now)
         # The session's copy is the stored one from here on: one message in memory.
         envelope.content = envelope.original_content = content = stored
@@ -113,16 +126,23 @@ class Handler:
             size=len(content),
         )
         try:
-            await self.intake.store(queued, content)
-        except OSError as error:
-            log.error("cannot queue a message from %s: %s", server.peer, error)
+            await self.intake.store(queued, content, spilled)
+        except QueueFull:
             server.hub.counters.refused_messages += 1
-            return str(replies.STORAGE_FULL if error.errno in _FULL else replies.QUEUE_ERROR)
+            return str(replies.QUEUE_FULL)
+        except OSError as error:
+            return self.storage_reply(error, server)
         server.hub.counters.mails_sent += 1
         server.hub.access.accepted(
             server.peer, queued.queue_id, queued.sender, queued.recipients, sent
         )
         return _QUEUED.format(queued.queue_id)
+
+    def storage_reply(self, error: OSError, server: BuzonSMTP) -> str:
+        """The reply (and log line, and count) for a message the spool could not take."""
+        log.error("cannot queue a message from %s: %s", server.peer, error)
+        server.hub.counters.refused_messages += 1
+        return str(replies.STORAGE_FULL if error.errno in _FULL else replies.QUEUE_ERROR)
 
     async def _as_stored(
         self, server: BuzonSMTP, session: Any, envelope: BuzonEnvelope, content: bytes,

@@ -24,7 +24,7 @@ __all__ = ["Reply", "translate"] + [
     "BAD_SENDER", "UNKNOWN_COMMAND", "NEED_RCPT", "NEED_MAIL", "NESTED_MAIL", "TOO_BIG",
     "LINE_TOO_LONG", "TOO_MANY_RECIPIENTS", "TIMEOUT", "DATA_TIMEOUT", "TOO_MANY_CONNECTIONS",
     "UNSAFE_MAILBOX", "MAIL_SYNTAX", "RCPT_SYNTAX", "PARAM_UNKNOWN", "PARAM_SYNTAX",
-    "BODY_SYNTAX", "STORAGE_FULL", "QUEUE_ERROR", "SHUTTING_DOWN",
+    "BODY_SYNTAX", "STORAGE_FULL", "QUEUE_FULL", "QUEUE_ERROR", "SHUTTING_DOWN",
     "LOCAL_ERROR", "DATA_SYNTAX", "BAD_HELO", "HELP", "HELP_SYNTAX", "HELP_UNKNOWN",
     "TOO_MANY_FROM_CLIENT", "TOO_MANY_MESSAGES", "SESSION_TOO_LONG", "NO_MEMORY",
     "TLS_ACTIVE", "NEED_SMTPUTF8", "HELO_NOT_ASCII", "RELAY_DENIED", "USER_UNKNOWN",
@@ -116,6 +116,8 @@ HELP_UNKNOWN = Reply(504, "5.5.4", "Unknown HELP topic; supported commands: {}")
 
 # --- our side failing: always temporary, the client keeps the message ----------------
 STORAGE_FULL = Reply(452, "4.3.1", "Error: insufficient system storage")
+#: The queue is at BUZON_QUEUE_LIMIT: delivery is behind, the client retries later.
+QUEUE_FULL = Reply(452, "4.3.1", "Error: queue full, try again later")
 QUEUE_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
 LOCAL_ERROR = Reply(451, "4.3.0", "Error: local error in processing")
 TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")  # STARTTLS twice (RFC 3207)

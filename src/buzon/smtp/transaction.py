@@ -49,6 +49,10 @@ class BuzonEnvelope(Envelope):
         self.mailboxes: list[str] = []
         self.accepted_rcpts = 0
         """RCPT commands accepted (what the recipient limit counts)."""
+        self.spilled: Any = None
+        """A large message's body past ``content``, in the spool (:mod:`buzon.smtp.transfer`)."""
+        self.queue_id: str | None = None
+        """The queue id given at DATA when the body went to the spool (it names the file)."""
 
 
 class Transaction(SMTP):

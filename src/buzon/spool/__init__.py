@@ -3,6 +3,8 @@
 What happens to a message after it is queued lives in :mod:`buzon.delivery`.
 """
 
+from buzon.spool.backpressure import QueueFull, QueueGate
+from buzon.spool.body import SpilledBody
 from buzon.spool.intake import Intake
 from buzon.spool.queue import Location, Spool, new_queue_id
 from buzon.spool.record import Envelope, SpoolCorrupt
@@ -12,6 +14,9 @@ __all__ = [
     "Envelope",
     "Intake",
     "Location",
+    "QueueFull",
+    "QueueGate",
+    "SpilledBody",
     "Spool",
     "SpoolCorrupt",
     "adopt_orphans",

@@ -9,46 +9,95 @@ all the messages pending at that moment as one segment with
 one file and two flushes per batch). :meth:`Intake.store` returns only once its
 message is durable, so the caller may answer ``250``; then the message is
 passed to ``on_stored`` (the delivery pipeline), with its bytes, so delivery
-does not read back what it was just given.
+does not read back what it was just given. A large message arrives already
+written to disk (:meth:`Intake.spill`, :mod:`buzon.spool.body`) and is committed
+by a second thread, one segment each, so copying megabytes never delays the
+small messages' batches.
+
+Before a message is stored, the intake's :class:`~buzon.spool.backpressure.QueueGate`
+reserves it a place in the queue, waiting while delivery is behind and
+refusing (:class:`~buzon.spool.backpressure.QueueFull`) past the limit; the
+delivery pipeline gives the place back when the message leaves the queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from functools import partial
 
 from buzon.batching import BatchThread
+from buzon.spool.backpressure import QueueFull, QueueGate
+from buzon.spool.body import SpilledBody, store_spilled
 from buzon.spool.queue import Envelope, Location, Spool
 
-__all__ = ["Intake", "Stored"]
+__all__ = ["Intake", "QueueFull", "QueueGate", "SpilledBody", "Stored"]
 
-#: Called with each durably queued message: where it is, its envelope and its bytes.
-Stored = Callable[[Location, Envelope, bytes], None]
+#: Called with each durably queued message: where it is, its envelope and its bytes
+#: (None for a spilled one: delivery reads it back from the queue).
+Stored = Callable[[Location, Envelope, bytes | None], None]
 
 
 class Intake:
     """Queues messages durably, in batches, on a thread of its own."""
 
-    def __init__(self, spool: Spool, on_stored: Stored) -> None:
+    def __init__(self, spool: Spool, on_stored: Stored, gate: QueueGate | None = None) -> None:
         self._on_stored = on_stored
+        self.gate = gate or QueueGate()
+        self._spool = spool
         self._committer: BatchThread[tuple[Envelope, bytes], Location] = BatchThread(
             "queue-commit", spool.store_many
+        )
+        self._large: BatchThread[tuple[Envelope, SpilledBody], Location] = BatchThread(
+            "queue-commit-large", partial(store_spilled, spool)
         )
 
     def start(self) -> None:
         """Start the commit thread (on the running event loop)."""
         self._committer.start()
+        self._large.start()
 
     async def stop(self) -> None:
         """Finish what was submitted, then end the commit thread."""
         await self._committer.stop()
+        await self._large.stop()
 
-    async def store(self, envelope: Envelope, content: bytes) -> str:
-        """Queue one message; its queue id once it is on disk.
+    async def spill(self, queue_id: str) -> SpilledBody:
+        """A file in the spool for the body of a large message as it arrives.
 
         Raises:
+            OSError: it could not be created (disk full, read-only...).
+        """
+        return await asyncio.to_thread(self._spool.spill, queue_id)
+
+    async def store(self, envelope: Envelope, content: bytes,
+                    body: SpilledBody | None = None) -> str:
+        """Queue one message; its queue id once it is on disk.
+
+        ``content`` is the whole message, or with ``body`` its start, the rest
+        being in ``body`` (removed once queued, or refused).
+
+        Raises:
+            QueueFull: the queue is at its limit (after waiting for room).
             OSError: the queue could not be written (disk full, read-only...):
                 nothing of the message is queued.
         """
-        where = await self._committer.submit((envelope, content))
-        self._on_stored(where, envelope, content)
+        try:
+            await self.gate.admit()
+        except BaseException:
+            if body is not None:
+                body.discard()  # a close and an unlink: also safe while being cancelled
+            raise
+        try:
+            if body is None:
+                where = await self._committer.submit((envelope, content))
+            else:
+                body.head = content
+                where = await self._large.submit((envelope, body))
+        except BaseException:
+            # Not stored (or, if cancelled at shutdown, stored for the next start's
+            # recovery, which counts it again): its place goes back either way.
+            self.gate.leave()
+            raise
+        self._on_stored(where, envelope, content if body is None else None)
         return envelope.queue_id

@@ -5,6 +5,7 @@ Theory of operation
 Layout under ``<data_dir>/spool``::
 
     incoming/<segment>   being written; never trusted (removed at start-up)
+    incoming/<id>.body   a large body being received (:mod:`buzon.spool.body`); same
     queue/<segment>      complete: one or more records, each a JSON envelope line
                          ("BUZON1 {...}\n") followed by exactly ``size`` message bytes
                          (the format and its checks: :mod:`buzon.spool.record`)
@@ -56,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buzon.fsutil import fsync_dir, unlink_quietly, write_all
+from buzon.spool.body import SpilledBody
 from buzon.spool.record import (
     MAX_HEADER,
     Envelope,
@@ -176,7 +178,6 @@ class Spool:
         for group in self._groups(items):
             first = len(results)
             segment = new_queue_id()
-            tmp = self.incoming / segment
             locations: list[Location | OSError] = []
             offset = 0
             chunks: list[bytes] = []
@@ -195,16 +196,8 @@ class Spool:
                 results += locations
                 continue
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    _write_chunks(fd, chunks)
-                    if self.fsync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, self.queue / segment)
+                self.write_segment(segment, lambda fd, chunks=chunks: _write_chunks(fd, chunks))
             except OSError as error:
-                unlink_quietly(tmp)
                 results += [error] * len(group)
                 continue
             with self._lock:
@@ -235,6 +228,42 @@ class Spool:
             size += len(content)
         if start < len(items):
             yield items[start:]
+
+    def write_segment(self, segment: str, write: Callable[[int], None]) -> None:
+        """Create ``incoming/<segment>``, ``write(fd)`` it, flush it, rename it into ``queue/``.
+
+        ``queue/`` itself is not flushed: the caller does that once per batch.
+
+        Raises:
+            OSError: nothing of the segment is left (neither in incoming/ nor queue/).
+        """
+        tmp = self.incoming / segment
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                write(fd)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.queue / segment)
+        except OSError:
+            unlink_quietly(tmp)
+            raise
+
+    def spill(self, queue_id: str) -> SpilledBody:
+        """A new file in ``incoming/`` for the body of a large message (:mod:`buzon.spool.body`)."""
+        return SpilledBody(self.incoming / f"{queue_id}.body")
+
+    def hold(self, segment: str, records: int) -> None:
+        """Count the records of a segment just committed (released one by one)."""
+        with self._lock:
+            self._refs[segment] = records
+
+    def forget(self, segment: str) -> None:
+        """Drop a committed segment's count (its commit was taken back)."""
+        with self._lock:
+            self._refs.pop(segment, None)
 
     # -- reading -------------------------------------------------------------------------
     def load(self, where: Location) -> tuple[Envelope, bytes]:

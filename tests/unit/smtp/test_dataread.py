@@ -1,17 +1,17 @@
-"""The DATA reader: terminator rules, pipelined leftovers, limits, fed whole or byte by byte."""
+"""The DATA reader and the streamed checks: terminator rules, pipelined leftovers, limits,
+dot-unstuffing, fed whole or byte by byte, cut into pieces of any size (issue 16)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from buzon.smtp import replies
-from buzon.smtp.dataread import finish, read_raw
-from buzon.smtp.replies import Reply
+from buzon.smtp.dataread import read_pieces
+from buzon.smtp.unstuff import MAX_LINE, Unstuffer
 
 CASES = [
     # (stream after "DATA\r\n", raw body, bytes left for the command loop)
@@ -28,10 +28,21 @@ CASES = [
 ]
 
 
-async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None,
-                allowance: int | None = None, grant: Callable[[int], int] | None = None,
-                ) -> tuple[bytes, Reply | None, bytes]:
+def reference(raw: bytes, *, max_size: int, accept_long_lines: bool = False) -> bytes | str:
+    """What the whole-body reader answered before bodies were streamed: the oracle."""
+    if len(raw) > max_size:
+        return str(replies.TOO_BIG)
+    if not accept_long_lines and any(len(line) > MAX_LINE for line in raw.split(b"\r\n")):
+        return str(replies.LINE_TOO_LONG)
+    content = raw.replace(b"\r\n.", b"\r\n")
+    return content[1:] if content.startswith(b".") else content
+
+
+async def _read(stream: bytes, *, step: int | None = None, piece_size: int = 256 * 1024,
+                ) -> tuple[list[bytes], bytes]:
+    """Feed ``stream`` in ``step``-octet chunks; the pieces read and what is left over."""
     reader = asyncio.StreamReader(limit=1001)
+    pieces: list[bytes] = []
 
     async def feed() -> None:
         chunks = [stream[i:i + step] for i in range(0, len(stream), step)] if step else [stream]
@@ -39,11 +50,21 @@ async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None,
             reader.feed_data(chunk)
             await asyncio.sleep(0)
 
+    async def consume(piece: bytes) -> None:
+        pieces.append(piece)
+        await asyncio.sleep(0)  # like a write to disk: the feeder goes on meanwhile
+
     feeder = asyncio.create_task(feed())
-    raw, refusal = await asyncio.wait_for(read_raw(reader, max_size, allowance, grant), 5)
+    await asyncio.wait_for(read_pieces(reader, consume, piece_size), 5)
     await feeder
-    rest = reader._buffer  # type: ignore[attr-defined]
-    return raw, refusal, bytes(rest)
+    return pieces, bytes(reader._buffer)  # type: ignore[attr-defined]
+
+
+def streamed(pieces: list[bytes], *, max_size: int, accept_long_lines: bool = False
+             ) -> bytes | str:
+    check = Unstuffer(max_size=max_size, accept_long_lines=accept_long_lines)
+    out = b"".join(check.feed(p) for p in pieces)
+    return str(check.refusal) if check.refusal is not None else out
 
 
 @pytest.mark.parametrize("step", [None, 1, 2, 3])
@@ -51,34 +72,23 @@ async def _read(stream: bytes, *, max_size: int = 1000, step: int | None = None,
 def test_terminator_found_whole_or_byte_by_byte(
     stream: bytes, raw: bytes, rest: bytes, step: int | None
 ) -> None:
-    assert asyncio.run(_read(stream, step=step)) == (raw, None, rest)
+    pieces, left = asyncio.run(_read(stream, step=step))
+    assert (b"".join(pieces), left) == (raw, rest)
 
 
-def test_too_big_is_drained_to_the_terminator_with_bounded_memory() -> None:
+def test_pieces_are_bounded_and_never_split_a_crlf() -> None:
+    body = b"".join(b"line %d\r\n" % i for i in range(20_000))
+    pieces, rest = asyncio.run(_read(body + b".\r\nQUIT\r\n", step=4096, piece_size=10_000))
+    assert b"".join(pieces) == body and rest == b"QUIT\r\n"
+    assert len(pieces) > 10 and max(map(len, pieces)) < 10_000 + 4096
+    assert all(not p.endswith(b"\r") for p in pieces)
+
+
+def test_too_big_is_refused_and_drained_to_the_terminator() -> None:
     stream = b"x" * 50 + b"\r\n" + b"y" * 5000 + b"\r\n.\r\nQUIT\r\n"
-    raw, refusal, rest = asyncio.run(_read(stream, max_size=100, step=7))
-    assert (raw, refusal, rest) == (b"", replies.TOO_BIG, b"QUIT\r\n")
-
-
-def test_the_allowance_grows_while_the_grant_allows_it() -> None:
-    asked: list[int] = []
-
-    def grant(need: int) -> int:
-        asked.append(need)
-        return need + 100
-
-    stream = b"z" * 998 + b"\r\n" + b".\r\n"
-    raw, refusal, _ = asyncio.run(_read(stream, max_size=5000, step=50, allowance=100, grant=grant))
-    assert (raw, refusal) == (b"z" * 998 + b"\r\n", None)
-    assert asked and all(a > 100 for a in asked)
-
-
-def test_a_refused_grant_drains_to_the_terminator_and_answers_452() -> None:
-    stream = b"m" * 500 + b"\r\n" + b"n" * 3000 + b"\r\n.\r\nQUIT\r\n"
-    raw, refusal, rest = asyncio.run(
-        _read(stream, max_size=10_000, step=64, allowance=200, grant=lambda need: 200))
-    assert (raw, refusal, rest) == (b"", replies.NO_MEMORY, b"QUIT\r\n")
-    assert str(refusal).startswith("452 4.3.1 ")
+    pieces, rest = asyncio.run(_read(stream, step=7, piece_size=64))
+    assert streamed(pieces, max_size=100) == str(replies.TOO_BIG)
+    assert rest == b"QUIT\r\n"
 
 
 def test_eof_before_the_terminator_raises_without_a_copy_and_frees_the_buffer() -> None:
@@ -86,8 +96,12 @@ def test_eof_before_the_terminator_raises_without_a_copy_and_frees_the_buffer() 
         reader = asyncio.StreamReader()
         reader.feed_data(b"half a message\r\n" * 1000)
         reader.feed_eof()
+
+        async def consume(piece: bytes) -> None:
+            pass
+
         try:
-            await read_raw(reader, 100_000)
+            await read_pieces(reader, consume)
         except asyncio.IncompleteReadError as error:
             return error, bytes(reader._buffer)  # type: ignore[attr-defined]
         raise AssertionError("no IncompleteReadError")
@@ -109,8 +123,8 @@ def test_eof_before_the_terminator_raises_without_a_copy_and_frees_the_buffer() 
         (b"y" * 2000, str(replies.TOO_BIG)),
     ],
 )
-def test_finish_unstuffs_and_checks(raw: bytes, out: bytes | str) -> None:
-    assert finish(raw, max_size=1500) == out
+def test_unstuffs_and_checks(raw: bytes, out: bytes | str) -> None:
+    assert streamed([raw] if raw else [], max_size=1500) == out
 
 
 @pytest.mark.parametrize(
@@ -126,17 +140,7 @@ def test_finish_unstuffs_and_checks(raw: bytes, out: bytes | str) -> None:
     ],
 )
 def test_long_line_detection_with_and_without_bare_cr_lf(raw: bytes, too_long: bool) -> None:
-    result = finish(raw, max_size=10**6)
-    assert (result == str(replies.LINE_TOO_LONG)) is too_long
-
-
-@given(st.lists(st.sampled_from([b"x" * 10, b"y" * 400, b"z" * 999, b"w" * 1000, b"\r", b"\n",
-                                 b"\r\n", b"."]), max_size=40))
-def test_long_line_check_agrees_with_splitting(parts: list[bytes]) -> None:
-    from buzon.smtp.dataread import MAX_LINE, _has_long_line
-
-    raw = b"".join(parts) + b"\r\n"
-    assert _has_long_line(raw) == (max(map(len, raw.split(b"\r\n"))) > MAX_LINE)
+    assert (streamed([raw], max_size=10**6) == str(replies.LINE_TOO_LONG)) is too_long
 
 
 # --- BUZON_LONG_LINES: refuse (RFC 5321 §4.5.3.1.6) or accept and keep the line intact -------
@@ -150,7 +154,7 @@ def test_long_lines_refused_or_kept_intact(octets: int, refused: bool, accept: b
     line = bytes(range(33, 127)) * (octets // 94) + b"L" * (octets % 94)
     assert len(line) == octets
     raw = b"Subject: long\r\n\r\n" + line + b"\r\n..dot-stuffed after it\r\n"
-    result = finish(raw, max_size=10**6, accept_long_lines=accept)
+    result = streamed([raw], max_size=10**6, accept_long_lines=accept)
     if refused and not accept:
         assert result == str(replies.LINE_TOO_LONG) == "500 5.5.2 Error: line too long"
     else:
@@ -158,21 +162,22 @@ def test_long_lines_refused_or_kept_intact(octets: int, refused: bool, accept: b
 
 
 @pytest.mark.parametrize("step", [1, 7, 1000, 4096, 65536])
+@pytest.mark.parametrize("piece_size", [16, 1000, 256 * 1024])
 @pytest.mark.parametrize("accept", [False, True])
-def test_a_long_line_and_stuffed_dots_across_chunk_boundaries(step: int, accept: bool) -> None:
-    """The body arrives in chunks of ``step`` octets; lines and dots straddle their edges.
-
-    A stuffed dot right at a chunk's start, a line end split between two chunks, a
-    100,000-octet line spanning many chunks: unstuffing and the terminator come out
-    the same as for the body sent whole.
-    """
+def test_a_long_line_and_stuffed_dots_across_piece_boundaries(
+        step: int, piece_size: int, accept: bool) -> None:
+    """The body arrives in chunks of ``step`` octets and is read in pieces of about
+    ``piece_size``; lines and dots straddle their edges. A stuffed dot right at a
+    piece's start, a line end split between two chunks, a 100,000-octet line spanning
+    many pieces: unstuffing, the checks and the terminator come out the same as for
+    the body taken whole."""
     long_line = b"x" * 100_000
     body = (b"Subject: chunks\r\n\r\n" + b"a" * (step - 19 - 2 if step > 21 else 1) + b"\r\n"
             + b"..dot at a chunk edge\r\n" + long_line + b"\r\n" + b"...\r\n" + b"end\r\n")
     stream = body + b".\r\nQUIT\r\n"
-    raw, refusal, rest = asyncio.run(_read(stream, max_size=10**6, step=step))
-    assert (raw, refusal, rest) == (body, None, b"QUIT\r\n")
-    result = finish(raw, max_size=10**6, accept_long_lines=accept)
+    pieces, rest = asyncio.run(_read(stream, step=step, piece_size=piece_size))
+    assert (b"".join(pieces), rest) == (body, b"QUIT\r\n")
+    result = streamed(pieces, max_size=10**6, accept_long_lines=accept)
     if accept:
         assert result == body.replace(b"\r\n..", b"\r\n.")
         assert b"\r\n" + long_line + b"\r\n" in result
@@ -180,11 +185,18 @@ def test_a_long_line_and_stuffed_dots_across_chunk_boundaries(step: int, accept:
         assert result == str(replies.LINE_TOO_LONG)
 
 
-@given(st.lists(st.sampled_from([b"x" * 10, b"y" * 1500, b".", b"..", b"\r\n", b"\r", b"\n"]),
-                max_size=30))
-def test_accepting_long_lines_changes_nothing_but_the_refusal(parts: list[bytes]) -> None:
+_PARTS = st.sampled_from([b"x" * 10, b"y" * 400, b"z" * 999, b"w" * 1000, b"\r", b"\n",
+                          b"\r\n", b".", b"..", b"\r\n."])
+
+
+@given(st.lists(_PARTS, max_size=40), st.integers(4, 3000), st.integers(1, 5000),
+       st.booleans(), st.sampled_from([1500, 10**6]))
+def test_streamed_equals_taken_whole(parts: list[bytes], piece_size: int, step: int,
+                                     accept: bool, max_size: int) -> None:
     raw = b"".join(parts) + b"\r\n"
-    kept = finish(raw, max_size=10**6, accept_long_lines=True)
-    refused = finish(raw, max_size=10**6)
-    assert isinstance(kept, bytes)
-    assert refused == kept or refused == str(replies.LINE_TOO_LONG)
+    if b"\r\n.\r\n" in b"\r\n" + raw:
+        return  # would end DATA early: not a body a client can send
+    pieces, rest = asyncio.run(_read(raw + b".\r\n", step=step, piece_size=piece_size))
+    assert rest == b"" and b"".join(pieces) == raw
+    assert streamed(pieces, max_size=max_size, accept_long_lines=accept) == reference(
+        raw, max_size=max_size, accept_long_lines=accept)

@@ -86,7 +86,8 @@ class FakeIntake:
         self.stored: list[tuple[Any, bytes]] = []
         self.error = error
 
-    async def store(self, envelope: Any, content: bytes) -> str:
+    async def store(self, envelope: Any, content: bytes, body: Any = None) -> str:
+        assert body is None, "these sessions send messages under the spill size"
         if self.error is not None:
             raise self.error
         self.stored.append((envelope, content))
