@@ -29,12 +29,13 @@ from typing import Any
 __all__ = ["read_pieces"]
 
 _END = b"\r\n.\r\n"
+_DOT_LINE = b"\r\n."  # a line that begins with a dot: stuffed, or the terminator
 _CHUNK_LIMIT = 256 * 1024
 
 
 async def read_pieces(
     reader: asyncio.StreamReader,
-    consume: Callable[[bytes], Awaitable[None]],
+    consume: Callable[[bytes, bool], Awaitable[None]],
     piece_size: int = _CHUNK_LIMIT,
 ) -> None:
     """Consume the DATA body up to and including its terminator, in pieces.
@@ -47,8 +48,11 @@ async def read_pieces(
         consume: awaited with each piece of the raw body, in order: still
             dot-stuffed, about ``piece_size`` bytes, never ending between a CR and
             its LF; the last piece ends with the body's final CRLF (not the
-            ``.CRLF``). An empty body gives no piece. While ``consume`` runs (a
-            write to disk), the socket is paused once two pieces are buffered.
+            ``.CRLF``). An empty body gives no piece. The flag says whether the
+            piece may hold a stuffed dot after a CRLF (False: it holds none, and
+            unstuffing can skip it; a dot at the piece's very start is the
+            caller's to judge). While ``consume`` runs (a write to disk), the
+            socket is paused once two pieces are buffered.
 
     Raises:
         asyncio.IncompleteReadError: the client closed before the terminator;
@@ -61,7 +65,8 @@ async def read_pieces(
     r._limit = max(saved_limit, piece_size)
     try:
         at_start = True  # the stream so far is preceded by the DATA line's CRLF
-        scanned = 0
+        scanned = 0  # no "CRLF ." starts before this offset that is not yet judged
+        stuffed = -1  # offset of the last stuffed dot's "CRLF ." found (-1: none)
         while True:
             if at_start and len(buf) >= 3:
                 if buf[:3] == b".\r\n":
@@ -69,25 +74,34 @@ async def read_pieces(
                     return
                 at_start = False
             if not at_start:
-                end = buf.find(_END, max(0, scanned - len(_END) + 1))
-                if end >= 0:
-                    with memoryview(buf) as view:  # one copy, not slice-then-bytes
-                        piece = bytes(view[: end + 2])
-                    del buf[: end + len(_END)]
-                    await consume(piece)
-                    return
-                scanned = len(buf)
+                # One scan for "CRLF ." finds the terminator and every stuffed dot:
+                # CPython searches a 3-byte needle at ~1.7 GB/s, so a second scan
+                # (find the terminator, then replace the dots) cost 100 µs per 100 KB.
+                while (i := buf.find(_DOT_LINE, scanned)) >= 0:
+                    if i + len(_END) > len(buf):
+                        break  # the two bytes after the dot are not here yet
+                    if buf[i + 3:i + 5] == b"\r\n":
+                        with memoryview(buf) as view:  # one copy, not slice-then-bytes
+                            piece = bytes(view[: i + 2])
+                        del buf[: i + len(_END)]
+                        await consume(piece, stuffed >= 0)
+                        return
+                    stuffed, scanned = i, i + 3
+                else:
+                    scanned = max(scanned, len(buf) - 2)  # a "CRLF ." may start at the end
                 # Keep a tail that may hold the start of the terminator, and never
                 # end a piece between CR and LF (the line checks want whole CRLFs).
-                cut = scanned - (len(_END) - 1)
+                cut = len(buf) - (len(_END) - 1)
                 if cut > 0 and buf[cut - 1] == 0x0D:
                     cut -= 1
-                if scanned >= piece_size and cut > 0:
+                if len(buf) >= piece_size and cut > 0:
                     with memoryview(buf) as view:
                         piece = bytes(view[:cut])
                     del buf[:cut]
-                    scanned = len(buf)
-                    await consume(piece)
+                    # A stuffed dot found at or past the cut belongs to the next piece.
+                    had, stuffed = stuffed >= 0, stuffed - cut if stuffed >= cut else -1
+                    scanned = max(0, scanned - cut)
+                    await consume(piece, had)
                     continue
             if r._eof:
                 buf.clear()

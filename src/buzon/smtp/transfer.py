@@ -133,9 +133,9 @@ class DataTransfer(SMTP):
         check = Unstuffer(max_size=self.data_size_limit or 0, accept_long_lines=accept_long)
         failure: str | None = None  # the reply when the spool could not take the body
 
-        async def consume(piece: bytes) -> None:
+        async def consume(piece: bytes, stuffed: bool) -> None:
             nonlocal failure
-            content = check.feed(piece)
+            content = check.feed(piece, stuffed)
             if not content or failure is not None:
                 if check.refusal is not None:
                     body.discard()  # refused: nothing more is kept

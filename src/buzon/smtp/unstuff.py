@@ -47,8 +47,12 @@ class Unstuffer:
         #: The reply refusing the message, once one applies (then nothing more comes out).
         self.refusal: Reply | None = None
 
-    def feed(self, piece: bytes) -> bytes:
-        """The message bytes of ``piece``; ``b""`` once the message is refused."""
+    def feed(self, piece: bytes, stuffed: bool = True) -> bytes:
+        """The message bytes of ``piece``; ``b""`` once the message is refused.
+
+        ``stuffed=False`` (the reader found no ``CRLF .`` inside the piece) skips
+        the search for dots after line ends; a dot at the start is still judged.
+        """
         self._raw += len(piece)
         if self._raw > self._max_size:
             # Too big wins over a long line seen earlier: the answer is the one the
@@ -60,7 +64,7 @@ class Unstuffer:
         if not self._accept_long and self._too_long(piece):
             self.refusal = replies.LINE_TOO_LONG
             return b""
-        content = piece.replace(b"\r\n.", b"\r\n")
+        content = piece.replace(b"\r\n.", b"\r\n") if stuffed else piece
         if self._start and content[:1] == b".":
             content = content[1:]
         self._start = piece.endswith(b"\r\n")

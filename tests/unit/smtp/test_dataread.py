@@ -4,6 +4,7 @@ dot-unstuffing, fed whole or byte by byte, cut into pieces of any size (issue 16
 from __future__ import annotations
 
 import asyncio
+from typing import Self
 
 import pytest
 from hypothesis import given
@@ -40,7 +41,12 @@ def reference(raw: bytes, *, max_size: int, accept_long_lines: bool = False) -> 
 
 async def _read(stream: bytes, *, step: int | None = None, piece_size: int = 256 * 1024,
                 ) -> tuple[list[bytes], bytes]:
-    """Feed ``stream`` in ``step``-octet chunks; the pieces read and what is left over."""
+    """Feed ``stream`` in ``step``-octet chunks; the pieces read and what is left over.
+
+    Each piece comes with the reader's flag; a piece flagged as holding no stuffed
+    dot must hold no ``CRLF .`` (checked here), and is then passed on as a
+    :class:`Flagged` so that :func:`streamed` gives the flag to the unstuffer.
+    """
     reader = asyncio.StreamReader(limit=1001)
     pieces: list[bytes] = []
 
@@ -50,8 +56,10 @@ async def _read(stream: bytes, *, step: int | None = None, piece_size: int = 256
             reader.feed_data(chunk)
             await asyncio.sleep(0)
 
-    async def consume(piece: bytes) -> None:
-        pieces.append(piece)
+    async def consume(piece: bytes, stuffed: bool) -> None:
+        if not stuffed:
+            assert b"\r\n." not in piece, piece
+        pieces.append(Flagged(piece, stuffed))
         await asyncio.sleep(0)  # like a write to disk: the feeder goes on meanwhile
 
     feeder = asyncio.create_task(feed())
@@ -60,10 +68,21 @@ async def _read(stream: bytes, *, step: int | None = None, piece_size: int = 256
     return pieces, bytes(reader._buffer)  # type: ignore[attr-defined]
 
 
+class Flagged(bytes):
+    """A piece as the reader handed it over, with its "may hold stuffed dots" flag."""
+
+    stuffed: bool
+
+    def __new__(cls, data: bytes, stuffed: bool) -> Self:
+        piece = super().__new__(cls, data)
+        piece.stuffed = stuffed
+        return piece
+
+
 def streamed(pieces: list[bytes], *, max_size: int, accept_long_lines: bool = False
              ) -> bytes | str:
     check = Unstuffer(max_size=max_size, accept_long_lines=accept_long_lines)
-    out = b"".join(check.feed(p) for p in pieces)
+    out = b"".join(check.feed(bytes(p), getattr(p, "stuffed", True)) for p in pieces)
     return str(check.refusal) if check.refusal is not None else out
 
 
@@ -97,7 +116,7 @@ def test_eof_before_the_terminator_raises_without_a_copy_and_frees_the_buffer() 
         reader.feed_data(b"half a message\r\n" * 1000)
         reader.feed_eof()
 
-        async def consume(piece: bytes) -> None:
+        async def consume(piece: bytes, stuffed: bool) -> None:
             pass
 
         try:
