@@ -115,6 +115,7 @@ NATIVE_ONLY: dict[str, str] = {
     "BUZON_MONITOR_TOKEN_FILE": "in Docker, mount a secret with a compose override",
     "BUZON_DATA_DIR": "/var/lib/buzon, the buzon-data volume",
     "BUZON_MAIL_ROOT": "mail stays in the volume, under /var/lib/buzon/mail",
+    "BUZON_INSTANCE": "one smtp in Compose; deploy/stack.yaml sets it to the Swarm task slot",
     "BUZON_TRANSFORM": "the smtp image carries no programs; use BUZON_TRANSFORM_SIDECARS",
     "BUZON_SIDECAR_LISTEN": "the sidecar images listen on 0.0.0.0",
     "BUZON_SIDECAR_PORT": "7000 in the sidecar images, the port BUZON_TRANSFORM_SIDECARS names",

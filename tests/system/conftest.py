@@ -182,9 +182,19 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/system is marked ``docker``."""
+    """Every test under tests/system is marked ``docker``; the Swarm test runs first of them.
+
+    First, before the Compose stack starts: leaving a swarm drops the DNS records of
+    containers already on bridge networks (moby/moby#45144), which would break the
+    stack for the tests after it (test_swarm.py leaves only when nothing is running).
+    """
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.docker)
+    swarm = [i for i in items if Path(str(i.fspath)) == here / "test_swarm.py"]
+    rest = [i for i in items if i not in swarm]
+    first = next((k for k, i in enumerate(rest) if here in Path(str(i.fspath)).parents),
+                 len(rest))
+    items[:] = rest[:first] + swarm + rest[first:]
 

@@ -8,6 +8,11 @@ part. The path of a message reads down the packages it wires together::
     smtp (session, handler) ─▶ spool.Intake ─▶ delivery.DeliveryPipeline
         ─▶ transform (chain) ─▶ delivery.MaildirWriter ─▶ storage.maildir
 
+With ``BUZON_INSTANCE`` (replicas sharing a data directory, docs/scaling.md) the
+queue, state file and counters are this instance's own (``settings.instance_dir``),
+locked for the life of the process (:func:`~buzon.app.wiring.hold_instance`), and
+the counters live in a mapped file that outlives the process (:mod:`buzon.metrics.carry`).
+
 ``startup``: restore counters and the transform switch from the state file,
 recover the spool (half-written files dropped, queued ones handed to the
 delivery pipeline), bind the SMTP listeners (:func:`buzon.net.bind_sockets`) on
@@ -41,6 +46,7 @@ from buzon.app.wiring import (
     build_recipients,
     build_transform,
     check_mail_layout,
+    hold_instance,
     loop_factory,
     message_rules,
     open_http,
@@ -52,6 +58,7 @@ from buzon.delivery import DeliveryPipeline, Rules
 from buzon.delivery.junk import JunkRule
 from buzon.delivery.timing import stage_labels
 from buzon.metrics import Counters
+from buzon.metrics.carry import COUNTERS_FILE, open_carried
 from buzon.metrics.histograms import Observations
 from buzon.metrics.keeper import StateKeeper
 from buzon.metrics.shared import SharedCounters
@@ -93,7 +100,7 @@ class Server:
         self.settings = settings
         self.role = role
         self.counters: Any = Counters()
-        self.state_path = settings.data_dir / "state.json"
+        self.state_path = settings.instance_dir / "state.json"
         self.keeper: StateKeeper | None = None
         self.shared: SharedCounters | None = None
         self.observations: Observations | None = None
@@ -107,6 +114,7 @@ class Server:
         self._monitor: list[asyncio.BaseTransport] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._instance_lock: int | None = None  # BUZON_INSTANCE's lock file (wiring)
         self.hub: Hub | None = None
         self.delivery: DeliveryPipeline | None = None
         self.intake: Intake | None = None
@@ -118,26 +126,29 @@ class Server:
         s = self.settings
         self._loop = asyncio.get_running_loop()
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        s.instance_dir.mkdir(parents=True, exist_ok=True)  # BUZON_INSTANCE: this replica's
         s.mail_dir.mkdir(parents=True, exist_ok=True)
         role = self.role
+        if role is None:  # under a supervisor, the supervisor holds it
+            self._instance_lock = hold_instance(s)
         check_mail_layout(s)  # before recovery delivers anything into the new layout
         recipients = build_recipients(s, announce=role is None)
-        spool_root = s.data_dir / "spool"
+        spool_root = s.instance_dir / "spool"
         if role is None or role.index == 0:
             # Shards of workers that no longer exist (BUZON_WORKERS lowered) are
             # moved into the first spool before it is recovered: nothing queued waits forever.
             adopted = await asyncio.to_thread(
                 adopt_orphans, spool_root, 1 if role is None else role.count, fsync=s.fsync,
-                work_area=s.data_dir / "work",
+                work_area=s.instance_work,
             )
             if adopted:
                 log.info("adopted %d queue file(s) of workers no longer configured", adopted)
         index = 0 if role is None else role.index
         # The work area is apart from the spool: the only data a sidecar shares.
         spool = Spool(shard_root(spool_root, index), fsync=s.fsync,
-                      work=work_root(s.data_dir / "work", index))
+                      work=work_root(s.instance_work, index))
         self._queue_dirs = (spool.incoming, spool.queue)
-        transform = build_transform(s, s.data_dir / "work")
+        transform = build_transform(s, s.work_area)
         labels = stage_labels(transform)
         if role is None:
             self.observations = Observations.private(labels)
@@ -145,6 +156,12 @@ class Server:
             self.switch = restore_state(
                 self.keeper, s, configured=transform is not None, into=self.counters
             )
+            if s.instance is not None:
+                # A replica is killed and replaced as a matter of course: it counts into
+                # a mapping that outlives its process (metrics/carry.py).
+                self.shared, self.counters = open_carried(
+                    s.instance_dir / COUNTERS_FILE, self.counters)
+                self.keeper.counters = self.counters
         else:
             self.shared = SharedCounters(role.counters, role.count, create=False)
             self.counters = self.shared.slot(role.index)
@@ -336,6 +353,8 @@ class Server:
             self.shared.close()
         if self.observations is not None:
             self.observations.close()
+        if self._instance_lock is not None:
+            os.close(self._instance_lock)  # the last thing: everything is saved
         log.info("buzon stopped, pid %d", os.getpid())
 
     def run(self, ready: Callable[[], None] | None = None) -> int:

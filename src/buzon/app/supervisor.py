@@ -45,6 +45,7 @@ from buzon.app.wiring import (
     build_recipients,
     build_transform,
     check_mail_layout,
+    hold_instance,
     loop_factory,
     open_http,
     open_monitor,
@@ -97,24 +98,27 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._instance_lock: int | None = None  # BUZON_INSTANCE's lock file (wiring)
 
     # -- start -------------------------------------------------------------------------
     async def startup(self) -> None:
         s = self.settings
         self._loop = asyncio.get_running_loop()
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        s.instance_dir.mkdir(parents=True, exist_ok=True)  # BUZON_INSTANCE: this replica's
         s.mail_dir.mkdir(parents=True, exist_ok=True)
+        self._instance_lock = hold_instance(s)
         # Checked here once, before any worker; each worker builds its own directory too.
         check_mail_layout(s)
         build_recipients(s)
         # Validated here so a bad transform stops start-up once, with its setting named.
         transform = build_transform(s, s.data_dir / "spool")
         configured = transform is not None
-        self.shared = SharedCounters(s.data_dir / "workers.counters", s.workers, create=True)
+        self.shared = SharedCounters(s.instance_dir / "workers.counters", s.workers, create=True)
         self.counters = Totals(self.own, self.shared)
         self.observations = Observations.shared(
-            s.data_dir / OBSERVATIONS_FILE, s.workers, stage_labels(transform), create=True)
-        self.keeper = StateKeeper(s.data_dir / "state.json", self.counters, fsync=s.fsync)
+            s.instance_dir / OBSERVATIONS_FILE, s.workers, stage_labels(transform), create=True)
+        self.keeper = StateKeeper(s.instance_dir / "state.json", self.counters, fsync=s.fsync)
         keeper, shared = self.keeper, self.shared
 
         def switch_changed(enabled: bool) -> None:
@@ -170,7 +174,7 @@ class Supervisor:
         for index, proc in sorted(self.procs.items()):
             if proc.returncode is not None:
                 return f"worker {index} is not running (exit status {proc.returncode})"
-        spool = self.settings.data_dir / "spool"
+        spool = self.settings.instance_dir / "spool"
         shards = [shard_root(spool, i) for i in range(self.settings.workers)]
         dirs = [d for root in shards for d in (root / "incoming", root / "queue")]
         return queue_problem(dirs, self.settings.max_message_size)
@@ -279,6 +283,8 @@ class Supervisor:
             self.shared.close()
         if self.observations is not None:
             self.observations.close()
+        if self._instance_lock is not None:
+            os.close(self._instance_lock)
         log.info("buzon stopped, supervisor pid %d", os.getpid())
 
     def run(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from buzon.transform import Transform, build_transforms, load_key
 from buzon.transform.switch import TransformSwitch
 
 __all__ = [
-    "ConfigError", "build_recipients", "build_transform", "check_mail_layout", "loop_factory",
-    "message_rules", "open_http", "open_monitor", "restore_state",
+    "ConfigError", "InstanceBusy", "build_recipients", "build_transform", "check_mail_layout",
+    "hold_instance", "loop_factory", "message_rules", "open_http", "open_monitor",
+    "restore_state",
 ]
 
 log = logging.getLogger("buzon")
@@ -28,6 +30,39 @@ log = logging.getLogger("buzon")
 
 class ConfigError(Exception):
     """A setting that validated alone but cannot be used (e.g. an unparsable transform)."""
+
+
+class InstanceBusy(OSError):
+    """Another live process already serves this ``BUZON_INSTANCE`` on this data directory."""
+
+
+def hold_instance(settings: ServerSettings) -> int | None:
+    """Lock ``<instance dir>/lock`` for as long as this process lives (None: no instance).
+
+    A replica's queue must have one owner: two processes recovering one spool would
+    deliver its messages twice. An orchestrator can start a second task with the same
+    slot while the first still runs (a start-first update, a node it lost touch with
+    that is still up); the second then stops here, and is retried, instead. The kernel
+    drops the lock when its process dies, however it dies (NFSv4: when its lease ends).
+
+    Raises:
+        InstanceBusy: the lock is held.
+    """
+    import fcntl
+
+    if settings.instance is None:
+        return None
+    path = settings.instance_dir / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InstanceBusy(
+            f"BUZON_INSTANCE={settings.instance}: another server holds {path} (the same "
+            f"instance twice on one data directory); retry once it has stopped"
+        ) from None
+    return fd
 
 
 def build_transform(settings: ServerSettings, work_root: Path) -> Transform | None:

@@ -12,8 +12,8 @@ the variable, and exit status 2; the input value is never echoed, so a secret
 cannot leak into logs.
 
 Modules: :mod:`.server` (the server's model, which mixes in :mod:`.mailhost`,
-:mod:`.tls`, :mod:`.messages` and :mod:`.observe`), :mod:`.client` (``monitor-client``),
-:mod:`.cli` (flags), :mod:`.common` (the token rule, the error report).
+:mod:`.tls`, :mod:`.messages`, :mod:`.observe` and :mod:`.instance`), :mod:`.client`
+(``monitor-client``), :mod:`.cli` (flags), :mod:`.common` (the token rule, the error report).
 """
 
 from buzon.config.cli import load_server_settings

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from buzon.config.common import validate_token
+from buzon.config.instance import InstanceSettings
 from buzon.config.mailhost import MailHostSettings
 from buzon.config.messages import MessageSettings
 from buzon.config.observe import ObserveSettings
@@ -28,7 +29,8 @@ __all__ = ["ServerSettings"]
 
 
 class ServerSettings(
-    MailHostSettings, TlsSettings, MessageSettings, ObserveSettings, QueueSettings
+    MailHostSettings, TlsSettings, MessageSettings, ObserveSettings, InstanceSettings,
+    QueueSettings,
 ):
     """Configuration of the ``buzon`` SMTP server process."""
 
@@ -298,3 +300,22 @@ class ServerSettings(
     def mail_dir(self) -> Path:
         assert self.mail_root is not None
         return self.mail_root
+
+    @property
+    def instance_dir(self) -> Path:
+        """What is this server's own: spool, state file, counters (:mod:`.instance`)."""
+        if self.instance is None:
+            return self.data_dir
+        return self.data_dir / "instances" / self.instance
+
+    @property
+    def work_area(self) -> Path:
+        """The root of the work area shared with the transform sidecars."""
+        return self.data_dir / "work"
+
+    @property
+    def instance_work(self) -> Path:
+        """This server's part of the work area (its workers' ``w<N>/`` are inside)."""
+        if self.instance is None:
+            return self.work_area
+        return self.work_area / "instances" / self.instance

@@ -119,6 +119,10 @@ class CounterSlot:
         self._words = words
         self._base = base
 
+    def snapshot(self) -> dict[str, int]:
+        """The persisted counters (as :meth:`Counters.snapshot`), for the state file."""
+        return {name: getattr(self, name) for name in PERSISTED}
+
 
 def _slot_property(i: int) -> property:
     def get(self: CounterSlot) -> int:

@@ -42,15 +42,8 @@ from buzon.monitor.wire import (
 from buzon.net import format_address
 
 __all__ = [
-    "COMMAND_NAMES",
-    "EXIT_NETWORK",
-    "EXIT_NO_REPLY",
-    "EXIT_USAGE",
-    "NoAnswer",
-    "PortClosed",
-    "exchange",
-    "main",
-    "query",
+    "COMMAND_NAMES", "EXIT_NETWORK", "EXIT_NO_REPLY", "EXIT_USAGE", "NoAnswer", "PortClosed",
+    "exchange", "main", "query",
 ]
 
 T = TypeVar("T")
@@ -246,6 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, help="seconds to wait for each reply (default 5)")
     parser.add_argument("--retries", type=int, help="resends after a timeout (default 2)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--all-replicas", action="store_true", help=(
+        "ask every address the host resolves to (Swarm: tasks.smtp) and print the sum"))
     parser.add_argument("--v0", action="store_true",
                         help="speak protocol v0 (token in clear, 32-bit counters; the seed's)")
     parser.add_argument("--interval", type=float, default=2.0,
@@ -327,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"argument COMMAND: {error}")
     if args.interval <= 0 or (args.count is not None and args.count < 1):
         parser.error("--interval must be positive and --count at least 1")
+    if watching and args.all_replicas:
+        parser.error("--all-replicas asks one question; watch one replica at a time")
     options = ("host", "port", "token", "token_file", "timeout", "retries")
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     try:
@@ -340,12 +337,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     where = format_address(settings.host, settings.port)
     try:
-        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(settings.host.split(",")[0] if args.all_replicas
+                                   else settings.host, settings.port, type=socket.SOCK_DGRAM)
     except OSError as error:
         print(f"Error: cannot resolve {settings.host}: {error.strerror or error}", file=sys.stderr)
         return EXIT_NETWORK
     family, _, _, _, sockaddr = infos[0]
     try:
+        if args.all_replicas:  # every address, summed
+            from buzon.monitor.client_all import run_all
+
+            return run_all(token, args, settings)
         if args.v0:
             request = Request(secrets.randbelow(0x10000), token, args.command)
             response = query(

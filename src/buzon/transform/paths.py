@@ -8,7 +8,8 @@ in every container, a volume holding transform files and nothing else), so the
 two mounts need not agree on absolute paths.
 
 A request may name the files of one job only (:func:`check_job`): an optional
-worker shard ``w<N>/``, then ``<ID>.in`` or a chain stage ``<ID>.out.stage<N>``
+replica's folder ``instances/<name>/`` (``BUZON_INSTANCE``, issue 15) and worker
+shard ``w<N>/``, then ``<ID>.in`` or a chain stage ``<ID>.out.stage<N>``
 as input and ``<ID>.out`` or ``<ID>.out.stage<N>`` as output, with the same
 shard and queue id ``<ID>`` on both sides; nothing else (no ``queue/``, no
 other job's file) is ever read or written. :func:`confine` then turns a name
@@ -28,7 +29,10 @@ from buzon.transform.wire import PathRefused
 
 __all__ = ["check_job", "confine", "relativize"]
 
-_JOB_FILE = re.compile(r"(?:(w[0-9]{1,3})/)?([A-Za-z0-9_-]{1,64})\.(in|out(?:\.stage[1-9][0-9]?)?)")
+_JOB_FILE = re.compile(
+    r"((?:instances/[A-Za-z0-9][A-Za-z0-9_-]{0,31}/)?w[0-9]{1,3}/)?"  # whose job: folder
+    r"([A-Za-z0-9_-]{1,64})\.(in|out(?:\.stage[1-9][0-9]?)?)"
+)
 
 
 def check_job(input_: str, output: str) -> str:
@@ -38,7 +42,8 @@ def check_job(input_: str, output: str) -> str:
         The job's queue id.
 
     Raises:
-        PathRefused: a name not of the form ``[w<N>/]<ID>.in|out|out.stage<N>``,
+        PathRefused: a name not of the form
+            ``[[instances/<name>/]w<N>/]<ID>.in|out|out.stage<N>``,
             an output named ``.in``, two different jobs or shards, or one file twice.
     """
     found = []

@@ -89,6 +89,7 @@ def test_relativize_refuses_files_outside_the_root(root: Path, outside: str) -> 
         ("w12/ID.in", "w12/ID.out.stage1", "ID"),  # the first stage of a chain
         ("w2/ID.out.stage1", "w2/ID.out.stage2", "ID"),
         ("w2/ID.out.stage2", "w2/ID.out", "ID"),  # the last stage
+        ("instances/3/w0/ID.in", "instances/3/w0/ID.out", "ID"),  # a replica's (issue 15)
     ],
 )
 def test_check_job_accepts_the_files_of_one_job(input_: str, output: str, job: str) -> None:
@@ -104,6 +105,11 @@ def test_check_job_accepts_the_files_of_one_job(input_: str, output: str, job: s
         ("w0/ID.in", "/tmp/ID.out", "not a job file"),
         ("w0/ID.in", "w0/OTHER.out", "files of different jobs"),
         ("w0/ID.in", "w1/ID.out", "files of different jobs"),
+        ("instances/1/w0/ID.in", "instances/2/w0/ID.out", "files of different jobs"),
+        ("instances/1/w0/ID.in", "w0/ID.out", "files of different jobs"),
+        ("instances/1/ID.in", "instances/1/ID.out", "not a job file"),
+        ("instances/../w0/ID.in", "w0/ID.out", "not a job file"),
+        ("x/w0/ID.in", "x/w0/ID.out", "not a job file"),
         ("w0/ID.in", "w0/ID.in", "cannot be written"),
         ("w0/ID.out", "w0/ID.out.stage1", "cannot be written"),
         ("w0/ID.out.stage1", "w0/ID.out.stage1", "the same file"),
