@@ -42,6 +42,7 @@ from typing import Any
 
 from buzon.accesslog import AccessLog
 from buzon.app.tls import open_smtps, prepare_tls
+from buzon.app.memory import release_large_buffers
 from buzon.app.wiring import (
     build_recipients,
     build_transform,
@@ -359,6 +360,7 @@ class Server:
 
     def run(self, ready: Callable[[], None] | None = None) -> int:
         """Run until SIGTERM or SIGINT; the process entry point."""
+        release_large_buffers()  # a burst of large messages must not raise RSS for good
 
         async def main() -> None:
             loop = asyncio.get_running_loop()

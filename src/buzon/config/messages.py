@@ -20,7 +20,7 @@ The choices, and why these defaults:
   declared absent breaks the signature. Buzón is the last stop (it delivers to
   Maildirs), readers and filters want both headers, and the DKIM risk is met
   differently: a message carrying ``DKIM-Signature:`` never gets either.
-* ``data_spill_size``: 256 KiB keeps the common message (and the benchmark's
+* ``data_spill_size``: 128 KiB keeps the common message (and the benchmark's
   100 KB one) in memory, where it is queued with its batch in one write; a
   larger one streams to disk as it arrives (issue 16: 100 sessions of 10 MB
   took 746 MB when each body was held whole).
@@ -46,7 +46,7 @@ class MessageSettings(BaseSettings):
         ),
     )
     data_spill_size: int = Field(
-        256 * 1024,
+        128 * 1024,
         ge=4096,
         le=1 << 30,
         description=(

@@ -7,7 +7,7 @@ aiosmtpd reads DATA one line at a time from a ``StreamReader`` whose limit is
 (2 KB) are buffered. A 100 KB message thus costs ~1,500 ``readuntil`` calls
 and ~50 pause/resume cycles; that made Buzón slower than Postfix on large
 messages. Here the whole body is found with one scan of the reader's buffer
-per arrival of bytes, with the buffer allowed to grow to 256 KB.
+per arrival of bytes, with the buffer allowed to grow to 128 KB.
 
 The body ends at the first ``CRLF . CRLF``, counting the CRLF that ended the
 ``DATA`` command line, so a body of just ``.CRLF`` is an empty message. Only
@@ -15,7 +15,7 @@ CRLF counts as a line end (a bare LF followed by ``.`` does not end DATA: the
 "SMTP smuggling" ambiguity, CVE-2023-51764 family). Bytes after the terminator
 (a pipelined ``QUIT``) stay in the reader for the command loop.
 
-The body is handed on in pieces of about 256 KB as it arrives, so a large
+The body is handed on in pieces of about 128 KB as it arrives, so a large
 message never sits whole in this buffer; :mod:`buzon.smtp.unstuff` checks and
 unstuffs each piece.
 """
@@ -30,7 +30,7 @@ __all__ = ["read_pieces"]
 
 _END = b"\r\n.\r\n"
 _DOT_LINE = b"\r\n."  # a line that begins with a dot: stuffed, or the terminator
-_CHUNK_LIMIT = 256 * 1024
+_CHUNK_LIMIT = 128 * 1024
 
 
 async def read_pieces(

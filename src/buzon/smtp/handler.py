@@ -49,7 +49,7 @@ class MessageRules:
     """Add ``Date:`` and ``Message-ID:`` when missing."""
     reverse: ReverseDns | None = None
     """The client-name look-up; None: every client is ``unknown``."""
-    spill_size: int = 256 * 1024
+    spill_size: int = 128 * 1024
     """Bytes of a message held in memory; the rest goes to the spool as it arrives."""
 
 

@@ -44,7 +44,7 @@ __all__ = ["DataTransfer"]
 #: Bytes a DATA reserves at first without SIZE=, and its least growth step.
 STEP = 64 * 1024
 #: Without a handler that says otherwise (tests of the session alone).
-DEFAULT_SPILL = 256 * 1024
+DEFAULT_SPILL = 128 * 1024
 
 
 def _declared_size(options: list[str]) -> int:

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :func:`buzon.smtp.dataread.read_pieces` hands the raw body (still dot-stuffed,
-RFC 5321 §4.5.2) over in pieces of about 256 KB, never cutting a CRLF in two;
+RFC 5321 §4.5.2) over in pieces of about 128 KB, never cutting a CRLF in two;
 the last piece ends with the body's final CRLF. :class:`Unstuffer` turns each
 piece into message bytes and keeps the checks that used to run on the whole
 body, so that a 10 MB message never has to be in memory at once:
@@ -74,7 +74,7 @@ class Unstuffer:
         """Whether a line that ends in, or runs through, ``piece`` is over the limit.
 
         Jumps to the *last* CRLF that can end a line starting at ``start``: every
-        line before it is short enough, so a 256 KB piece takes ~260 ``rfind``
+        line before it is short enough, so a 128 KB piece takes ~130 ``rfind``
         calls instead of splitting it into thousands of line objects.
         """
         start, end = 0, len(piece)
