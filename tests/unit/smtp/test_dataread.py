@@ -219,3 +219,13 @@ def test_streamed_equals_taken_whole(parts: list[bytes], piece_size: int, step: 
     assert rest == b"" and b"".join(pieces) == raw
     assert streamed(pieces, max_size=max_size, accept_long_lines=accept) == reference(
         raw, max_size=max_size, accept_long_lines=accept)
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b"\r\n.", b"x." * 5]),
+                max_size=40), st.integers(0, 200))
+def test_the_dot_first_search_finds_what_the_plain_search_finds(parts: list[bytes],
+                                                                 start: int) -> None:
+    from buzon.smtp.dataread import _find_dot_line
+
+    data = bytearray(b"".join(parts))
+    assert _find_dot_line(data, start) == data.find(b"\r\n.", start)
