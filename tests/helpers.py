@@ -79,7 +79,7 @@ class LineClient:
                 if not data:
                     return True
                 self._buf += data
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True
@@ -314,6 +314,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(0.02)
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float,
+               interval: float = 0.5) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f} s (last: {value!r})")
+        time.sleep(interval)
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port`` now."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def child_pids(parent: int) -> set[int]:

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import RunningServer, maildir_files, settings_for, wait_for
+from helpers import RunningServer, maildir_files, settings_for, wait_for
 
 
 def _held_transform(go: Path) -> str:

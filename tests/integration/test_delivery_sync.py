@@ -6,8 +6,7 @@ import smtplib
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import (
+from helpers import (
     RunningServer,
     body_of,
     maildir_files,

@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from helpers import ServerProcess, free_port, maildir_files, wait_for
+from helpers import ServerProcess, free_port, listening, maildir_files, wait_for
 
 TOKEN = "t0k3n-ok"  # ServerProcess's -u
 
@@ -170,7 +170,7 @@ def test_a_replica_with_workers_and_a_sidecar_keeps_to_its_own_folders(tmp_path:
         "BUZON_INSTANCE": "east-1", "BUZON_WORKERS": "2",
         "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}", "BUZON_TRANSFORM_KEY_FILE": str(key)})
     try:
-        assert wait_for(lambda: _listening(port))
+        assert wait_for(lambda: listening(port))
         server.start()
         sent = [_send(server.port, f"w-{i}") for i in range(6)]
         mail = data / "mail"
@@ -193,10 +193,3 @@ def test_a_replica_with_workers_and_a_sidecar_keeps_to_its_own_folders(tmp_path:
         sidecar.terminate()
         sidecar.wait(20)
 
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False

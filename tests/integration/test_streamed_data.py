@@ -9,8 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import (
+from helpers import (
     LineClient,
     RunningServer,
     body_of,

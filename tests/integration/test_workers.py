@@ -26,6 +26,7 @@ from helpers import (
     body_of,
     child_pids,
     free_port,
+    listening,
     maildir_files,
     server_process,
     spool_drained,
@@ -205,7 +206,7 @@ def test_sidecar_transforms_find_every_workers_spool_files(tmp_path: Path) -> No
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        assert wait_for(lambda: _listening(port))
+        assert wait_for(lambda: listening(port))
         env = {"BUZON_WORKERS": "3", "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}",
                "BUZON_TRANSFORM_KEY_FILE": str(key)}
         with server_process(data, free_port(), env=env) as server:
@@ -222,13 +223,6 @@ def test_sidecar_transforms_find_every_workers_spool_files(tmp_path: Path) -> No
         sidecar.terminate()
         sidecar.wait(20)
 
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("workers", [1, 2])

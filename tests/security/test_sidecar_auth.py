@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, wait_for
+from helpers import free_port, listening, wait_for
 
 KEY = secrets.token_bytes(32)
 MESSAGE = b"Subject: hi\r\n\r\nfirst\r\nsecond\r\n"
@@ -80,13 +80,6 @@ class Sidecar:
                 for p in sorted(self.root.rglob("*")) if p.is_file()}
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
 
 @pytest.fixture
 def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
@@ -104,7 +97,7 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
             env=_env(BUZON_SIDECAR_KEY_FILE=str(key_file)),
         )
     try:
-        assert wait_for(lambda: proc.poll() is not None or _listening(port)), log.read_text()
+        assert wait_for(lambda: proc.poll() is not None or listening(port)), log.read_text()
         assert proc.poll() is None, log.read_text()
         (root / "w0" / "AAAA.in").write_bytes(MESSAGE)
         yield Sidecar(proc, port, root, log)

@@ -27,12 +27,12 @@ import secrets
 import string
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import wait_until
 from system.compose_stack import BUILD_TIMEOUT, IMAGE_TAG, REPO
 
 STACK_FILE = REPO / "deploy" / "stack.yaml"
@@ -80,19 +80,6 @@ def docker(*args: str, timeout: float = 120.0, check: bool = True,
         raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}\n"
                              f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
-
-
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float,
-               interval: float = 0.5) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout:.0f} s (last: {value!r})")
-        time.sleep(interval)
 
 
 #: Set by :func:`swarm` when it could not leave safely; printed in the run's summary.

@@ -19,10 +19,11 @@ import secrets
 import smtplib
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
+from helpers import wait_until
 from system.compose_stack import Stack
 from system.conftest import running_stack
 
@@ -74,17 +75,6 @@ def _send(stack: Stack, context: ssl.SSLContext, rcpt: str, data: bytes) -> tupl
         return client.data(data)
 
 
-def _wait(predicate: Callable[[], object], timeout: float = 90.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met after {timeout:.0f} s")
-        time.sleep(0.5)
-
-
 def _header_and_body(data: bytes) -> tuple[list[bytes], bytes]:
     head, _, body = data.partition(b"\r\n\r\n")
     return re.split(rb"\r\n(?![ \t])", head), body
@@ -106,7 +96,7 @@ def test_user_added_once_reads_ham_in_inbox_and_gtube_in_junk(
     ham = _message("lunch", "Shall we have lunch at noon tomorrow?\n")
     spam = _message("offer", f"{GTUBE}\n")
     # The users file is reread within a second: retry the first RCPT until it is.
-    _wait(lambda: _send(stack, tls, USER, ham)[0] == 250, 30, "alice accepted by smtp")
+    wait_until("alice accepted by smtp", lambda: _send(stack, tls, USER, ham)[0] == 250, 30)
     code, text = _send(stack, tls, USER, spam)
     assert code == 250, text
 
@@ -122,7 +112,7 @@ def test_user_added_once_reads_ham_in_inbox_and_gtube_in_junk(
             assert status == "OK", data
             return int(data[0])
 
-        _wait(lambda: count("INBOX") >= 1 and count("Junk") >= 1, 120, "ham and spam filed")
+        wait_until("ham and spam filed", lambda: count("INBOX") >= 1 and count("Junk") >= 1, 120)
         assert (count("INBOX"), count("Junk")) == (1, 1)
 
         imap.select("Junk", readonly=True)
@@ -189,12 +179,12 @@ def test_flags_utf8_search_idle_and_a_utf8_login(mail_stack: Stack, tls: ssl.SSL
             code, text = client.rcpt(user)
             return (code, text) if code != 250 else client.data(message)
 
-    _wait(lambda: send()[0] == 250, 30, "josé accepted by smtp")
+    wait_until("josé accepted by smtp", lambda: send()[0] == 250, 30)
     with imaplib.IMAP4_SSL("127.0.0.1", stack.mail_ports["imaps"], ssl_context=tls,
                            timeout=30) as imap:
         # SASL PLAIN carries the UTF-8 name as bytes (LOGIN's quoted string is ASCII only).
         assert imap.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())[0] == "OK"
-        _wait(lambda: int(imap.select("INBOX")[1][0]) >= 1, 60, "josé's message in INBOX")
+        wait_until("josé's message in INBOX", lambda: int(imap.select("INBOX")[1][0]) >= 1, 60)
         imap.literal = subject.encode()
         status, found = imap.search("UTF-8", "SUBJECT")
         assert status == "OK" and found[0].split() == [b"1"], found

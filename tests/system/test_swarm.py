@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 from system.compose_stack import IMAGE_TAG, TIMINGS, require_docker
-from system.swarm_stack import KEPT, SwarmStack, deployed, docker, swarm, wait_until
+from system.swarm_stack import KEPT, SwarmStack, deployed, docker, swarm
 
 pytestmark = pytest.mark.docker
 
