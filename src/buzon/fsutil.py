@@ -5,14 +5,20 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["fsync_dir", "sync_filesystem", "unlink_quietly", "write_all"]
+__all__ = [
+    "HAS_SYNCFS", "drop_pages", "fsync_dir", "sync_filesystem", "unlink_quietly", "write_all",
+    "writev_all",
+]
 
 # syncfs(2) is Linux's (2.6.39); Python's os module has sync() for every file system
 # but not this one. None where the C library lacks it: callers flush file by file.
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
+#: Whether :func:`sync_filesystem` can flush (else it returns False at once).
+HAS_SYNCFS = _syncfs is not None
 
 
 def fsync_dir(path: Path) -> None:
@@ -46,11 +52,34 @@ def sync_filesystem(fd: int) -> bool:
     return True
 
 
+def drop_pages(fd: int) -> None:
+    """Ask the kernel to drop a file's cached pages; clean ones (flushed) go at once.
+
+    For files written once and not read again soon (``BUZON_DELIVERY_PAGE_CACHE``).
+    """
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass  # advice only: a file system without it keeps its pages
+
+
 def write_all(fd: int, data: bytes) -> None:
     """``os.write`` until every byte is written (it may write fewer)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def writev_all(fd: int, parts: Iterable[bytes]) -> None:
+    """``os.writev`` until every byte of ``parts`` is written, without joining them."""
+    chunks = [memoryview(p) for p in parts]
+    while chunks:
+        written = os.writev(fd, chunks)
+        while chunks and written >= len(chunks[0]):
+            written -= len(chunks[0])
+            chunks.pop(0)
+        if chunks and written:
+            chunks[0] = chunks[0][written:]
 
 
 def unlink_quietly(path: Path) -> None:

@@ -36,3 +36,33 @@ def test_both_ways_of_flushing_deliver_every_message_once(tmp_path: Path, mode: 
         assert not any((mail / "example.org").glob("*/tmp/*"))  # nothing left half-done
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("mode", ["batch", "file"])
+def test_large_messages_to_one_mailbox_arrive_whole_by_link(tmp_path: Path, mode: str) -> None:
+    # 100 KB to one mailbox: queued in a file of its own and linked into the Maildir
+    # (spool/files.py); to two mailboxes: copied into each. Both must read the same.
+    server = RunningServer(settings_for(tmp_path, delivery_sync=mode)).start()
+    try:
+        body = "".join(f"line {n:06d} of a large message\r\n" for n in range(3000))
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+            for n in range(20):
+                client.sendmail("a@example.org", ["solo@example.org"],
+                                f"Subject: solo {n}\r\n\r\n{body}")
+                client.sendmail("a@example.org", ["pair@example.org", "twin@example.org"],
+                                f"Subject: pair {n}\r\n\r\n{body}")
+        mail = server.mail_root
+        assert wait_for(lambda: len(maildir_files(mail, "example.org/solo")) == 20)
+        assert wait_for(lambda: spool_drained(tmp_path / "data"))
+        solo = sorted(body_of(p) for p in maildir_files(mail, "example.org/solo"))
+        pair = sorted(body_of(p) for p in maildir_files(mail, "example.org/pair"))
+        assert solo == sorted(f"Subject: solo {n}\r\n\r\n{body}".encode() for n in range(20))
+        assert [b.replace(b"pair", b"solo") for b in pair] == solo
+        for path in maildir_files(mail, "example.org/solo"):
+            text = path.read_bytes()
+            assert text.startswith(b"Return-Path: <a@example.org>\r\n"
+                                   b"Delivered-To: solo@example.org\r\nReceived: ")
+            assert path.stat().st_nlink == 1  # the queue's link is gone
+        assert len(maildir_files(mail, "example.org/twin")) == 20
+    finally:
+        server.stop()

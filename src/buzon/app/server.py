@@ -147,7 +147,8 @@ class Server:
         index = 0 if role is None else role.index
         # The work area is apart from the spool: the only data a sidecar shares.
         spool = Spool(shard_root(spool_root, index), fsync=s.fsync,
-                      work=work_root(s.instance_work, index))
+                      work=work_root(s.instance_work, index),
+                      drop_cache=s.delivery_page_cache == "drop")
         self._queue_dirs = (spool.incoming, spool.queue)
         transform = build_transform(s, s.work_area)
         labels = stage_labels(transform)
@@ -198,6 +199,7 @@ class Server:
                                discard=s.junk_discard_threshold),
             gate=gate,
             maildir_sync=s.delivery_sync,
+            drop_cache=s.delivery_page_cache == "drop",
         )
         recovered = await asyncio.to_thread(spool.recover)
         if recovered:
@@ -228,7 +230,8 @@ class Server:
             tls=tls,
             recipients=recipients,
         )
-        self.intake = Intake(spool, on_stored=self.delivery.submit, gate=gate)
+        self.intake = Intake(spool, on_stored=self.delivery.submit, gate=gate,
+                             file_head=self.delivery.file_head)
         self.intake.start()
         self._rules = message_rules(s)
         await self._start_smtp(Handler(self.intake, self._rules))

@@ -68,6 +68,15 @@ class QueueSettings(BaseSettings):
         ),
     )
 
+    delivery_page_cache: str = Field(
+        "drop",
+        pattern="^(drop|keep)$",
+        description=(
+            "What happens to the cached pages of a delivered message once it is on disk: "
+            "'drop' them (mail is written once and read later, if at all) or 'keep' them."
+        ),
+    )
+
     @field_validator("queue_limit")
     @classmethod
     def _above_the_delay_mark(cls, limit: int, info: ValidationInfo) -> int:

@@ -104,6 +104,7 @@ class DeliveryPipeline:
         junk_rule: JunkRule | None = None,
         gate: QueueGate | None = None,
         maildir_sync: str = "batch",
+        drop_cache: bool = False,
     ) -> None:
         self.spool = spool
         #: The intake's back-pressure gate: told of every message that leaves the queue.
@@ -120,7 +121,8 @@ class DeliveryPipeline:
         self.rules = rules
         self.fsync = fsync
         self.writer = MaildirWriter(spool, mail_root, hostname=hostname, fsync=fsync,
-                                    junk_rule=junk_rule, sync=maildir_sync)
+                                    junk_rule=junk_rule, sync=maildir_sync,
+                                    drop_cache=drop_cache)
         spool.on_quarantine = self._quarantined
         self._clock = clock
         self._transform_slots = asyncio.Semaphore(transform_concurrency)
@@ -168,6 +170,16 @@ class DeliveryPipeline:
         # A backlog stays queued on disk for the next start: shutdown must be quick.
         await asyncio.gather(*(disk.stop(drain=False) for disk in self._disks))
 
+    def file_head(self, envelope: Envelope, size: int) -> bytes | None:
+        """For the intake: queue this message in a file of its own, with this head, to be
+        linked into its mailbox? None: no (see :meth:`MaildirWriter.file_head`).
+
+        Not while a transform is on: its output is written anyway.
+        """
+        if self._wants_transform():
+            return None
+        return self.writer.file_head(envelope, size)
+
     def submit(self, where: Location, envelope: Envelope | None = None,
                content: bytes | None = None) -> None:
         """Hand over a message just queued; its bytes are kept in memory if they fit."""
@@ -175,12 +187,17 @@ class DeliveryPipeline:
         job = Job(where)
         if envelope is not None:
             job.received = envelope.received
-        if envelope is not None and content is not None and (
+            if where.file_head is not None and not self._wants_transform():
+                job.envelope = envelope  # linked from its own file: the bytes are not needed
+        if envelope is not None and content is not None and job.envelope is None and (
             self._cached + len(content) <= self._max_cached
         ):
             job.envelope, job.content, job.cached = envelope, content, len(content)
             self._cached += job.cached
         self._dispatch(job)
+
+    def _wants_transform(self) -> bool:
+        return self.transform is not None and self.switch is not None and self.switch.enabled
 
     @property
     def pending(self) -> int:
@@ -222,10 +239,7 @@ class DeliveryPipeline:
             return  # stays queued on disk; the next start delivers it
         self._idle.clear()
         self._inflight[job.where.queue_id] = job
-        wants_transform = (
-            self.transform is not None and self.switch is not None and self.switch.enabled
-        )
-        if wants_transform and not job.transformed:
+        if self._wants_transform() and not job.transformed:
             self._step(job, Outcome.TRANSFORM)
             task = asyncio.create_task(self._transform_then_deliver(job))
             self._tasks.add(task)

@@ -23,6 +23,16 @@ never sees a partial file, a crash still leaves every file either complete in
 flush. A mailbox on another file system than the mail root (a mount point
 inside it) is flushed file by file, since ``syncfs`` covers one file system.
 
+A message queued in a file of its own (:mod:`buzon.spool.queue`: one mailbox,
+at least :data:`LINK_MIN_SIZE` bytes, spool and Maildirs on one file system)
+already holds exactly the bytes its mailbox gets, delivery head included, and
+was flushed before its 250. Unless a transform changed it, it is delivered by
+linking that file into ``new/`` (:func:`~buzon.storage.maildir.link_new`):
+no bytes written a second time, only the link made durable, by the batch's
+second ``syncfs`` or by flushing ``new/``. Where the link cannot be made
+(``EXDEV``: the mail root moved to another file system since), it is
+written like any other.
+
 Maildir names are deterministic (see :mod:`buzon.storage.maildir`); a job that
 was recovered after a crash or failed before (``check``) is checked recipient
 by recipient, so nobody gets it twice.
@@ -42,6 +52,7 @@ message for a retry.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Sequence
@@ -49,11 +60,11 @@ from pathlib import Path
 
 from buzon.delivery import junk
 from buzon.delivery.job import Job
-from buzon.fsutil import sync_filesystem
-from buzon.spool import Envelope, Spool, SpoolCorrupt
+from buzon.fsutil import HAS_SYNCFS, sync_filesystem
+from buzon.spool import Envelope, Location, Spool, SpoolCorrupt
 from buzon.storage import maildir
 
-__all__ = ["MaildirWriter"]
+__all__ = ["LINK_MIN_SIZE", "MaildirWriter"]
 
 log = logging.getLogger("buzon.delivery")
 
@@ -63,6 +74,10 @@ _MAX_OPEN_FILES = 256
 # Where a copy may have gone: the inbox, or the Junk folder (delivery/junk.py).
 _FOLDERS = ("", junk.JUNK_FOLDER)
 Route = junk.Route
+#: Smallest message queued in a file of its own, to be linked into its mailbox.
+#: Below it the bytes copied twice cost less than a file of its own in the queue
+#: (small messages share one segment file per batch).
+LINK_MIN_SIZE = 32 << 10
 
 
 class MaildirWriter:
@@ -70,7 +85,7 @@ class MaildirWriter:
 
     def __init__(
         self, spool: Spool, mail_root: Path, *, hostname: str, fsync: bool = True,
-        junk_rule: junk.JunkRule | None = None, sync: str = "batch",
+        junk_rule: junk.JunkRule | None = None, sync: str = "batch", drop_cache: bool = False,
     ) -> None:
         self.spool = spool
         self.mail_root = mail_root
@@ -79,7 +94,33 @@ class MaildirWriter:
         self.junk_rule = junk_rule
         #: ``batch``: one syncfs per phase; ``file``: fsync per file and per new/.
         self.batch_sync = fsync and sync == "batch"
+        #: Drop each file's pages once it is on disk (``BUZON_DELIVERY_PAGE_CACHE=drop``).
+        self.drop_cache = drop_cache
         self._root_dev: int | None = None
+        self._same_fs: bool | None = None
+
+    def file_head(self, envelope: Envelope, size: int) -> bytes | None:
+        """The delivery head to queue a message with, in a file of its own; None: in a segment.
+
+        Only for a message of ``size`` ≥ :data:`LINK_MIN_SIZE` bytes whose
+        recipients all have one mailbox, when the queue and the mail root are on
+        one file system (a link cannot cross one). The head is what
+        :meth:`_write_one` puts in front of that mailbox's copy.
+        """
+        if size < LINK_MIN_SIZE:
+            return None
+        first = envelope.mailboxes[0]
+        if any(mailbox != first for mailbox in envelope.mailboxes):
+            return None
+        if self._same_fs is None:
+            try:
+                self.mail_root.mkdir(parents=True, exist_ok=True)
+                self._same_fs = os.stat(self.spool.queue).st_dev == os.stat(self.mail_root).st_dev
+            except OSError:
+                return None  # asked again next time
+        if not self._same_fs:
+            return None
+        return maildir.trace_headers(sender=envelope.sender, recipient=envelope.recipients[0])
 
     def _on_root_fs(self, file: maildir.Pending) -> bool:
         """Whether ``file`` is on the mail root's file system (covered by its syncfs)."""
@@ -117,7 +158,8 @@ class MaildirWriter:
                     continue
                 by_syncfs = flushed and self._on_root_fs(file)
                 try:
-                    maildir.commit(file, fsync=self.fsync and not by_syncfs)
+                    maildir.commit(file, fsync=self.fsync and not by_syncfs,
+                                   drop_cache=self.drop_cache and (self.fsync or by_syncfs))
                 except OSError as error:
                     results[index] = error
                     continue
@@ -129,12 +171,14 @@ class MaildirWriter:
 
         for index, job in enumerate(jobs):
             envelope, content = job.envelope, job.content
-            if envelope is None or content is None:
+            # Its own file is what the mailbox gets, unless a transform changed it.
+            linkable = job.where.file_head is not None and not job.transformed
+            if envelope is None or (content is None and not linkable):
                 try:
-                    envelope, content = self.spool.load(job.where)
+                    envelope, content = self.spool.load(job.where, content=not linkable)
                 except FileNotFoundError:
-                    # Only the queue segment itself may be missing here: it was
-                    # delivered and released by an earlier run.
+                    # Only the queue segment, or the message's own file, may be missing
+                    # here: it was delivered and released by an earlier run.
                     continue
                 except SpoolCorrupt as error:
                     # Counted as done: the segment goes to corrupt/ when its last good
@@ -147,6 +191,34 @@ class MaildirWriter:
                     results[index] = error
                     continue
                 job.received = envelope.received  # for the delivery-delay histogram
+            if linkable and len(set(envelope.mailboxes)) == 1:
+                job.route = Route.INBOX
+                try:
+                    by_syncfs = self._link_one(envelope, job.where, job.check)
+                except FileNotFoundError as error:
+                    if os.path.lexists(self.spool.message_file(job.where)):
+                        results[index] = error  # the Maildir side: retried
+                    else:
+                        log.warning("file of queued message %s is gone: taken as delivered"
+                                    " and released by an earlier run", job.where.queue_id)
+                    continue
+                except OSError as error:
+                    if error.errno != errno.EXDEV:
+                        results[index] = error
+                        continue
+                    # The mail root is on another file system now: written below.
+                else:
+                    if by_syncfs:
+                        synced.add(index)
+                    elif by_syncfs is False:
+                        touched.setdefault((envelope.mailboxes[0], ""), set()).add(index)
+                    continue
+            if content is None:
+                try:
+                    envelope, content = self.spool.load(job.where)
+                except (OSError, SpoolCorrupt) as error:
+                    results[index] = error
+                    continue
             job.route = Route.INBOX
             if job.filtered and self.junk_rule is not None:
                 job.route, score = junk.route(content, self.junk_rule)
@@ -182,6 +254,25 @@ class MaildirWriter:
             if result is None:
                 self.spool.release(job.where, work=job.work)
         return results
+
+    def _link_one(self, envelope: Envelope, where: Location, check: bool) -> bool | None:
+        """Link a message's own queue file into its one mailbox's ``new/``.
+
+        Returns:
+            True: linked, to be made durable by the batch's ``syncfs``; False:
+            linked, its ``new/`` to be flushed; None: delivered before (recovered).
+
+        Raises:
+            OSError: not linked (``EXDEV``: another file system, write it instead).
+        """
+        mailbox = envelope.mailboxes[0]
+        name = maildir.message_name(envelope.received, envelope.queue_id, 0, self.hostname)
+        if check and maildir.already_delivered(self.mail_root, mailbox, name, _FOLDERS):
+            return None
+        device = maildir.link_new(self.mail_root, mailbox, name, self.spool.message_file(where))
+        if self._root_dev is None:
+            self._root_dev = os.stat(self.mail_root).st_dev
+        return self.batch_sync and HAS_SYNCFS and device == self._root_dev
 
     def _write_one(
         self, envelope: Envelope, content: bytes, check: bool, folder: str,

@@ -14,6 +14,11 @@ written to disk (:meth:`Intake.spill`, :mod:`buzon.spool.body`) and is committed
 by a second thread, one segment each, so copying megabytes never delays the
 small messages' batches.
 
+A message the delivery side will link into its one mailbox instead of writing
+it again (``file_head``, :meth:`DeliveryPipeline.file_head
+<buzon.delivery.pipeline.DeliveryPipeline.file_head>`) is queued in a file of
+its own with the head it gives, so that file is exactly the mailbox's copy.
+
 Before a message is stored, the intake's :class:`~buzon.spool.backpressure.QueueGate`
 reserves it a place in the queue, waiting while delivery is behind and
 refusing (:class:`~buzon.spool.backpressure.QueueFull`) past the limit; the
@@ -29,23 +34,28 @@ from functools import partial
 from buzon.batching import BatchThread
 from buzon.spool.backpressure import QueueFull, QueueGate
 from buzon.spool.body import SpilledBody, store_spilled
-from buzon.spool.queue import Envelope, Location, Spool
+from buzon.spool.queue import Envelope, Item, Location, Spool
 
-__all__ = ["Intake", "QueueFull", "QueueGate", "SpilledBody", "Stored"]
+__all__ = ["FileHead", "Intake", "QueueFull", "QueueGate", "SpilledBody", "Stored"]
 
 #: Called with each durably queued message: where it is, its envelope and its bytes
 #: (None for a spilled one: delivery reads it back from the queue).
 Stored = Callable[[Location, Envelope, bytes | None], None]
+#: Given an envelope and the message's size: the delivery head to queue it with in a
+#: file of its own, or None to queue it in a segment with others.
+FileHead = Callable[[Envelope, int], bytes | None]
 
 
 class Intake:
     """Queues messages durably, in batches, on a thread of its own."""
 
-    def __init__(self, spool: Spool, on_stored: Stored, gate: QueueGate | None = None) -> None:
+    def __init__(self, spool: Spool, on_stored: Stored, gate: QueueGate | None = None,
+                 file_head: FileHead | None = None) -> None:
         self._on_stored = on_stored
+        self._file_head = file_head
         self.gate = gate or QueueGate()
         self._spool = spool
-        self._committer: BatchThread[tuple[Envelope, bytes], Location] = BatchThread(
+        self._committer: BatchThread[Item, Location] = BatchThread(
             "queue-commit", spool.store_many
         )
         self._large: BatchThread[tuple[Envelope, SpilledBody], Location] = BatchThread(
@@ -90,7 +100,8 @@ class Intake:
             raise
         try:
             if body is None:
-                where = await self._committer.submit((envelope, content))
+                head = None if self._file_head is None else self._file_head(envelope, len(content))
+                where = await self._committer.submit((envelope, content, head))
             else:
                 body.head = content
                 where = await self._large.submit((envelope, body))

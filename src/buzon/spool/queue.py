@@ -32,6 +32,10 @@ or absent (and its clients, who never saw 250, still have their messages).
 One file and two flushes per batch instead of per message is what makes
 queueing cheap (file creation is the costly part on most file systems).
 
+A message delivered to one mailbox may be queued in a file of its own instead,
+in the form its mailbox gets it, so delivery links it rather than writing it
+again (:mod:`buzon.spool.files`); its record in the segment holds no bytes.
+
 A segment is removed once every message in it has been delivered (reference
 counts in memory; :meth:`Spool.release`). That needs no flush: a removal lost
 in a crash resurrects messages whose recipients the delivery pipeline finds
@@ -39,25 +43,24 @@ already delivered (see :mod:`buzon.storage.maildir`), so nobody gets them
 twice. Segments are capped at ``segment_bytes`` so a message held for a long
 time pins little else on disk.
 
-Queue ids are 16 base-32 characters: a 48-bit millisecond clock then 32 random
-bits, so they sort by arrival and do not collide across hosts sharing a volume.
+Queue ids (and segment names) are minted by :mod:`buzon.spool.ids`.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import logging
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from buzon.fsutil import fsync_dir, unlink_quietly, write_all
+from buzon.spool import files
 from buzon.spool.body import SpilledBody
+from buzon.spool.ids import new_queue_id
 from buzon.spool.record import (
     MAX_HEADER,
     Envelope,
@@ -72,45 +75,6 @@ __all__ = ["Envelope", "Location", "Spool", "SpoolCorrupt", "new_queue_id"]
 
 log = logging.getLogger("buzon.spool")
 
-# Queue ids and segment names take their 32 random bits from the OS's CSPRNG: an
-# id is shown to the client (``250 ... queued as <id>``) and names files, so the
-# next one must not be guessable from the last (a seeded ``random.Random`` is).
-# os.urandom per message (a syscall that releases the GIL) cost 12% of the event
-# loop's time, so the bytes are drawn 4 KiB at a time (1,024 ids per syscall)
-# into a pool per thread, which a forked child starts afresh.
-_POOL_BYTES = 4096
-
-
-class _Pool(threading.local):
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.used = 0
-
-
-_pool = _Pool()
-os.register_at_fork(after_in_child=lambda: _pool.__init__())
-
-
-def _random32() -> bytes:
-    pool = _pool
-    used = pool.used
-    if used + 4 > len(pool.buffer):
-        pool.buffer, used = os.urandom(_POOL_BYTES), 0
-    pool.used = used + 4
-    return pool.buffer[used:used + 4]
-
-
-def new_queue_id(now: float | None = None) -> str:
-    """A sortable, unguessable queue id (16 characters of base 32).
-
-    48 bits of millisecond clock then 32 bits from the OS's CSPRNG; also the
-    name of the segment file a batch of messages is written to.
-    """
-    millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    raw = millis.to_bytes(6, "big") + _random32()
-    return base64.b32encode(raw).decode("ascii").rstrip("=")
-
-
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where one queued message lives: a segment file and the record's offset in it."""
@@ -119,6 +83,13 @@ class Location:
     offset: int
     """Offset of the record's envelope line."""
     queue_id: str
+    file_head: int | None = None
+    """The record's ``file_head``: set when the message is in a file of its own."""
+
+
+#: One message to queue: its envelope, its bytes, and optionally a delivery head;
+#: with a head it is written to a file of its own, the head in front.
+Item = tuple[Envelope, bytes] | tuple[Envelope, bytes, bytes | None]
 
 
 def _write_chunks(fd: int, chunks: list[bytes]) -> None:
@@ -134,13 +105,15 @@ class Spool:
     """File operations on the spool; blocking, so callers run them on a thread."""
 
     def __init__(self, root: Path, *, fsync: bool = True, segment_bytes: int = 4 << 20,
-                 work: Path | None = None) -> None:
+                 work: Path | None = None, drop_cache: bool = False) -> None:
         """Args:
         root: the spool directory (queue, incoming, corrupt).
         work: the work area for transform files (default ``root/work``).
+        drop_cache: drop the pages of message files once flushed (:mod:`buzon.spool.files`).
         """
         self.root = root
         self.fsync = fsync
+        self.drop_cache = drop_cache
         self.segment_bytes = segment_bytes
         self.incoming = root / "incoming"
         self.queue = root / "queue"
@@ -164,8 +137,12 @@ class Spool:
             raise result
         return result
 
-    def store_many(self, items: Sequence[tuple[Envelope, bytes]]) -> list[Location | OSError]:
+    def store_many(self, items: Sequence[Item]) -> list[Location | OSError]:
         """Queue messages durably, as few segment files as ``segment_bytes`` allows.
+
+        An item with a delivery head (a third element that is not None) is
+        written to a file of its own, the head in front (see the module
+        docstring); its record in the segment holds no message bytes.
 
         Returns:
             For each item, its :class:`Location` once it is safely queued, else the
@@ -174,35 +151,56 @@ class Spool:
             be read back): then nothing of it is left in ``queue/``.
         """
         results: list[Location | OSError] = []
-        committed: list[tuple[Path, int]] = []  # (segment path, index of first result)
+        committed: list[tuple[str, list[Location]]] = []  # (segment, its message files)
         for group in self._groups(items):
-            first = len(results)
             segment = new_queue_id()
             locations: list[Location | OSError] = []
             offset = 0
             chunks: list[bytes] = []
-            for envelope, content in group:
+            own: list[Location] = []  # records whose bytes are in a file of their own
+            fds: list[int] = []
+            for envelope, content, *rest in group:
+                head = rest[0] if rest else None
                 envelope.size = len(content)
+                envelope.file_head = None if head is None else len(head)
                 try:
-                    head = encode(envelope)
+                    line = encode(envelope)
                 except SpoolCorrupt as error:
                     # It could not be read back: refuse it (4xx), never queue it.
                     locations.append(OSError(errno.EINVAL, f"envelope not queueable: {error}"))
                     continue
-                locations.append(Location(segment, offset, envelope.queue_id))
-                chunks += (head, content)
-                offset += len(head) + len(content)
+                where = Location(segment, offset, envelope.queue_id, envelope.file_head)
+                if head is not None:
+                    try:
+                        fds.append(files.write(self.message_file(where), head, content))
+                    except OSError as error:
+                        locations.append(error)
+                        continue
+                    own.append(where)
+                    chunks.append(line)
+                    offset += len(line)
+                else:
+                    chunks += (line, content)
+                    offset += len(line) + len(content)
+                locations.append(where)
             if not chunks:
                 results += locations
                 continue
             try:
+                try:
+                    if fds and self.fsync:
+                        files.flush(self.queue, fds, drop=self.drop_cache)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
                 self.write_segment(segment, lambda fd, chunks=chunks: _write_chunks(fd, chunks))
             except OSError as error:
-                results += [error] * len(group)
+                self._remove_message_files(own)
+                results += [error if isinstance(r, Location) else r for r in locations]
                 continue
             with self._lock:
-                self._refs[segment] = len(chunks) // 2  # a header and a body each
-            committed.append((self.queue / segment, first))
+                self._refs[segment] = len(own) + (len(chunks) - len(own)) // 2
+            committed.append((segment, own))
             results += locations
         if committed and self.fsync:
             try:
@@ -210,22 +208,30 @@ class Spool:
             except OSError as error:
                 # Durability of the renames is unknown: refuse them all (4xx) and take
                 # the segments back so nothing is delivered behind a refusal.
-                for path, _ in committed:
-                    unlink_quietly(path)
+                for segment, own in committed:
+                    unlink_quietly(self.queue / segment)
+                    self._remove_message_files(own)
                     with self._lock:
-                        self._refs.pop(path.name, None)
+                        self._refs.pop(segment, None)
                 return [error if isinstance(r, Location) else r for r in results]
         return results
 
-    def _groups(
-        self, items: Sequence[tuple[Envelope, bytes]]
-    ) -> Iterator[Sequence[tuple[Envelope, bytes]]]:
+    def _remove_message_files(self, own: Sequence[Location]) -> None:
+        for where in own:
+            unlink_quietly(self.message_file(where))
+
+    def message_file(self, where: Location) -> Path:
+        """Path of the file of a message queued in a file of its own (``where.file_head``)."""
+        return self.queue / files.file_name(where.segment, where.queue_id)
+
+    def _groups(self, items: Sequence[Item]) -> Iterator[Sequence[Item]]:
         start, size = 0, 0
-        for i, (_, content) in enumerate(items):
-            if i > start and size + len(content) > self.segment_bytes:
+        for i, (_, content, *rest) in enumerate(items):
+            length = 0 if rest and rest[0] is not None else len(content)
+            if i > start and size + length > self.segment_bytes:
                 yield items[start:i]
                 start, size = i, 0
-            size += len(content)
+            size += length
         if start < len(items):
             yield items[start:]
 
@@ -266,30 +272,42 @@ class Spool:
             self._refs.pop(segment, None)
 
     # -- reading -------------------------------------------------------------------------
-    def load(self, where: Location) -> tuple[Envelope, bytes]:
+    def load(self, where: Location, *, content: bool = True) -> tuple[Envelope, bytes]:
         """Read one queued message back: its envelope and its bytes.
 
+        Args:
+            content: False to read only the envelope (the bytes returned are empty).
+
         Raises:
-            SpoolCorrupt: no valid record at that place.
-            FileNotFoundError: the segment is gone (delivered and removed).
+            SpoolCorrupt: no valid record at that place, or its own file is short.
+            FileNotFoundError: the segment is gone (delivered and removed), or the
+                message's own file is (released, its segment not yet removed).
         """
         with open(self.queue / where.segment, "rb") as handle:
             handle.seek(where.offset)
             envelope = decode_header(handle.readline(MAX_HEADER + 1))
-            content = handle.read(envelope.size)
-        if envelope.queue_id != where.queue_id:
-            raise SpoolCorrupt(
-                f"record at {where.offset} in {where.segment} is {envelope.queue_id},"
-                f" not {where.queue_id}"
-            )
-        if len(content) != envelope.size:
+            if envelope.queue_id != where.queue_id:
+                raise SpoolCorrupt(
+                    f"record at {where.offset} in {where.segment} is {envelope.queue_id},"
+                    f" not {where.queue_id}"
+                )
+            if not content:
+                return envelope, b""
+            if envelope.file_head is None:
+                data = handle.read(envelope.size)
+        if envelope.file_head is not None:
+            try:
+                data = files.read(self.message_file(where), envelope.file_head, envelope.size)
+            except ValueError as error:
+                raise SpoolCorrupt(f"{where.queue_id} in {where.segment}: {error}") from None
+        if len(data) != envelope.size:
             raise TruncatedRecord(f"record {where.queue_id} in {where.segment} is truncated")
-        return envelope, content
+        return envelope, data
 
     def _records(self, segment: str) -> tuple[list[Location], SpoolCorrupt | None]:
         """Parse a segment: the records found, and the fault that stopped it (or None)."""
         records, fault = parse_segment((self.queue / segment).read_bytes())
-        return [Location(segment, offset, e.queue_id) for offset, e in records], fault
+        return [Location(segment, at, e.queue_id, e.file_head) for at, e in records], fault
 
     def recover(self) -> list[Location]:
         """At start-up: drop half-written files; return every queued message, oldest first.
@@ -300,8 +318,13 @@ class Spool:
         for path in self.incoming.iterdir():
             path.unlink(missing_ok=True)
         found: list[Location] = []
+        message_files: list[tuple[Path, str]] = []  # (path, its segment)
         for path in sorted(self.queue.iterdir()):
             if path.name.startswith("."):
+                continue
+            segment = files.segment_of(path.name)
+            if segment is not None:
+                message_files.append((path, segment))
                 continue
             records, fault = self._records(path.name)
             if fault is not None:
@@ -312,6 +335,9 @@ class Spool:
             with self._lock:
                 self._refs[path.name] = len(records)
             found += records
+        files.sort_leftovers(self.queue, self.corrupt, message_files,
+                             {files.file_name(w.segment, w.queue_id)
+                              for w in found if w.file_head is not None})
         # Transform leftovers of messages no longer queued (a crash mid-transform
         # can leave <id>.out.tmp or a chain's <id>.out.stageN).
         queued = {where.queue_id for where in found}
@@ -336,6 +362,10 @@ class Spool:
         if work:
             for suffix in ("in", "out", "out.tmp"):
                 unlink_quietly(self.work / f"{where.queue_id}.{suffix}")
+        if where.file_head is not None:
+            # First the file, then the count: a crash between the two leaves a record
+            # whose file is gone, which delivery takes as released.
+            unlink_quietly(self.message_file(where))
         with self._lock:
             left = self._refs.get(where.segment, 1) - 1
             if left > 0:

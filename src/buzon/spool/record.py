@@ -48,7 +48,15 @@ peer           at most 300 printable ASCII characters (``net.format_peer``)
 esmtp          a bool
 received       an int or float in 0..253402300799 (the last second of year 9999)
 size           an int in 0..2**40
+file_head      absent (the message bytes follow the line), or an int in 0..65536: the
+               message is in a file of its own beside the segment, after that many
+               bytes of delivery head, and no message bytes follow the line
 =============  ==========================================================================
+
+``file_head`` is the one field added since the first release. :func:`encode`
+writes it only when it is set, so every other record is byte for byte what it
+was; a version from before it refuses a record that has it (a downgrade with
+such messages queued needs the queue delivered first).
 
 In JSON ``true`` is not ``1``: a bool where a number belongs is refused, as are
 NaN and Infinity (which Python's ``json`` would otherwise accept), keys missing,
@@ -85,6 +93,9 @@ MAX_TEXT = 1000
 MAX_RECIPIENTS = 100_000
 MAX_PEER = 300
 MAX_SIZE = 1 << 40
+#: Longest delivery head in front of a message in a file of its own: two trace lines
+#: of addresses of at most 1000 characters, with room to spare.
+MAX_FILE_HEAD = 1 << 16
 #: 9999-12-31T23:59:59Z: the Received: date line (``time.gmtime``) goes no further.
 MAX_RECEIVED = 253_402_300_799
 #: Longest header line, newline included. The worst the SMTP side can write is
@@ -143,9 +154,17 @@ class Envelope:
     esmtp: bool = False
     received: float = field(default_factory=time.time)
     size: int = 0
+    file_head: int | None = None
+    """None: the ``size`` message bytes follow the header line. A number: they are
+    in a file of their own (:mod:`buzon.spool.queue`), after this many bytes of the
+    delivery head that file starts with (the trace lines its one mailbox gets)."""
 
 
 _FIELDS = tuple(f.name for f in fields(Envelope))
+#: Fields a record may leave out: each has the default that reads it as before.
+_OPTIONAL = frozenset({"file_head"})
+_ALL = frozenset(_FIELDS)
+_REQUIRED = _ALL - _OPTIONAL
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -157,11 +176,14 @@ def encode(envelope: Envelope) -> bytes:
     """
     _check(envelope)
     e = envelope
-    line = b"".join((MAGIC, _dumps({
+    data = {
         "queue_id": e.queue_id, "sender": e.sender, "recipients": e.recipients,
         "mailboxes": e.mailboxes, "helo": e.helo, "peer": e.peer, "esmtp": e.esmtp,
         "received": e.received, "size": e.size,
-    }).encode("ascii"), b"\n"))
+    }
+    if e.file_head is not None:
+        data["file_head"] = e.file_head
+    line = b"".join((MAGIC, _dumps(data).encode("ascii"), b"\n"))
     if len(line) > MAX_HEADER:
         raise BadHeader(f"header line of {len(line)} octets is longer than {MAX_HEADER}")
     return line
@@ -230,9 +252,9 @@ def decode_header(line: bytes) -> Envelope:
         raise BadJson("header is JSON nested too deeply") from None
     if type(data) is not dict:
         raise BadJson(f"header is a JSON {type(data).__name__}, not an object")
-    if len(data) != len(_FIELDS) or data.keys() != set(_FIELDS):
+    if not _REQUIRED <= data.keys() <= _ALL:
         for name in _FIELDS:
-            if name not in data:
+            if name not in data and name not in _OPTIONAL:
                 raise BadField(name, "missing")
         unknown = next(name for name in data if name not in _FIELDS)
         raise BadField(_shown_key(unknown), "unknown field")
@@ -297,6 +319,9 @@ def _check(e: Envelope) -> None:
         raise BadField("received", f"not a number in 0..{MAX_RECEIVED}", received)
     if type(e.size) is not int or not 0 <= e.size <= MAX_SIZE:
         raise BadField("size", f"not an integer in 0..{MAX_SIZE}", e.size)
+    head = e.file_head
+    if head is not None and (type(head) is not int or not 0 <= head <= MAX_FILE_HEAD):
+        raise BadField("file_head", f"not absent or an integer in 0..{MAX_FILE_HEAD}", head)
 
 
 def parse_segment(data: bytes) -> tuple[list[tuple[int, Envelope]], SpoolCorrupt | None]:
@@ -318,6 +343,10 @@ def parse_segment(data: bytes) -> tuple[list[tuple[int, Envelope]], SpoolCorrupt
         except SpoolCorrupt as fault:
             return records, fault
         body = end + 1
+        if envelope.file_head is not None:  # its bytes are in a file of its own
+            records.append((offset, envelope))
+            offset = body
+            continue
         if body + envelope.size > total:
             return records, TruncatedRecord(
                 f"record {envelope.queue_id} at {offset} has {total - body} "

@@ -49,10 +49,12 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from buzon.fsutil import drop_pages, writev_all
 from buzon.storage.folders import (
     UnsafePath,
     mailbox_path,
@@ -68,6 +70,7 @@ __all__ = [
     "already_delivered",
     "commit",
     "deliver",
+    "link_new",
     "mailbox_path",
     "message_name",
     "sync_new",
@@ -163,24 +166,19 @@ def write_tmp(
     final = root / mailbox / folder / "new" / name if folder else root / mailbox / "new" / name
     pending = Pending(fd, tmp_dir, new_dir, name, mailbox, final, folder)
     try:
-        chunks = [memoryview(p) for p in parts]
-        while chunks:
-            written = os.writev(fd, chunks)
-            while chunks and written >= len(chunks[0]):
-                written -= len(chunks[0])
-                chunks.pop(0)
-            if chunks and written:
-                chunks[0] = chunks[0][written:]
+        writev_all(fd, parts)
     except BaseException:
         abandon(pending)
         raise
     return pending
 
 
-def commit(pending: Pending, *, fsync: bool = True) -> None:
+def commit(pending: Pending, *, fsync: bool = True, drop_cache: bool = False) -> None:
     """Second half: flush the file, close it, rename it from ``tmp/`` into ``new/``.
 
     The caller flushes ``new/`` afterwards (:func:`sync_new`), once per mailbox.
+    ``drop_cache``: the file's data is on disk (flushed here or by the caller's
+    ``syncfs``), so ask the kernel to drop its pages (``BUZON_DELIVERY_PAGE_CACHE``).
 
     Raises:
         OSError: the tmp file is removed; nothing is left in ``new/``.
@@ -189,6 +187,8 @@ def commit(pending: Pending, *, fsync: bool = True) -> None:
         try:
             if fsync:
                 os.fsync(pending.fd)
+            if drop_cache:
+                drop_pages(pending.fd)
         finally:
             os.close(pending.fd)
         os.rename(pending.name, pending.name,
@@ -198,6 +198,46 @@ def commit(pending: Pending, *, fsync: bool = True) -> None:
         raise
     finally:
         pending._close_dirs()
+
+
+def link_new(root: Path, mailbox: str, name: str, source: Path, folder: str = "") -> int:
+    """Deliver a complete, already flushed file by a hard link: ``new/<name>`` becomes it.
+
+    The other way to reach ``new/``: no ``tmp/`` step, because the file is
+    whole before the link appears (the queue wrote and flushed it,
+    :mod:`buzon.spool.queue`); the link, like the rename, is atomic. The
+    caller flushes ``new/`` (or the file system) afterwards. The link is never
+    made through a symbolic link: ``source`` itself is not followed, and what
+    was linked must be a regular file or it is taken back.
+
+    Returns:
+        The device the file is on (whether one ``syncfs`` covers it).
+
+    Raises:
+        UnsafePath: see :func:`mailbox_path`; or ``source`` is not a regular file.
+        OSError: ``EXDEV`` when ``source`` is on another file system (the caller
+            writes a copy instead); nothing is left in ``new/``.
+    """
+    tmp_dir, new_dir = open_maildir(root, mailbox, create=True, folder=folder)
+    try:
+        try:
+            os.link(source, name, dst_dir_fd=new_dir, follow_symlinks=False)
+        except FileExistsError:
+            # As a rename into new/ would: the earlier file is replaced, atomically.
+            try:
+                os.unlink(name, dir_fd=tmp_dir)
+            except FileNotFoundError:
+                pass
+            os.link(source, name, dst_dir_fd=tmp_dir, follow_symlinks=False)
+            os.rename(name, name, src_dir_fd=tmp_dir, dst_dir_fd=new_dir)
+        linked = os.stat(name, dir_fd=new_dir, follow_symlinks=False)
+        if not stat.S_ISREG(linked.st_mode):
+            os.unlink(name, dir_fd=new_dir)
+            raise UnsafePath(f"{source} is not a regular file; not delivered")
+        return linked.st_dev
+    finally:
+        os.close(tmp_dir)
+        os.close(new_dir)
 
 
 def abandon(pending: Pending) -> None:

@@ -289,6 +289,8 @@ BAD_FIELDS: list[Any] = [
     ("received", None), ("received", [1]),
     ("size", -1), ("size", True), ("size", False), ("size", 2**63), ("size", (1 << 40) + 1),
     ("size", "5"), ("size", 5.0), ("size", None),
+    ("file_head", -1), ("file_head", True), ("file_head", (1 << 16) + 1), ("file_head", "3"),
+    ("file_head", 3.0), ("file_head", [3]),
 ]
 
 
@@ -514,3 +516,34 @@ def test_new_queue_ids_are_valid_queue_ids() -> None:
     for now in (0.0, time.time(), 2**48 / 1000 - 0.001, 2**48 / 1000):
         envelope = Envelope(new_queue_id(now), "", ["r"], ["mx.test/r"])
         assert decode_header(encode(envelope)).queue_id == envelope.queue_id
+
+
+def test_a_record_without_file_head_is_the_old_format_byte_for_byte() -> None:
+    envelope, line = CASES[0]
+    assert envelope.file_head is None
+    assert encode(envelope) == line
+    assert b"file_head" not in line
+
+
+def test_file_head_is_written_last_and_read_back() -> None:
+    envelope = decode_header(CASES[0][1])
+    envelope.file_head = 61
+    line = encode(envelope)
+    assert line.endswith(b',"size":42,"file_head":61}\n')
+    assert decode_header(line).file_head == 61
+
+
+def test_a_segment_of_records_in_files_of_their_own_holds_only_their_lines() -> None:
+    first, second, third = (decode_header(CASES[0][1]) for _ in range(3))
+    first.file_head, first.size = 61, 100_000  # its 100,000 bytes are in its own file
+    third.file_head, third.size = 0, 7
+    second.queue_id, third.queue_id = "AGA2BXHGAEKN6XQB", "AGA2BXHGAEKN6XQC"
+    second.size = 5
+    data = encode(first) + encode(second) + b"hello" + encode(third)
+    records, fault = parse_segment(data)
+    assert fault is None
+    assert [(offset, e.queue_id, e.file_head) for offset, e in records] == [
+        (0, first.queue_id, 61),
+        (len(encode(first)), second.queue_id, None),
+        (len(encode(first)) + len(encode(second)) + 5, third.queue_id, 0),
+    ]
