@@ -16,7 +16,10 @@ the in-memory part, then the spilled bytes are copied in by the kernel
 (``copy_file_range``: no pass through Python), the segment is flushed and
 renamed into ``queue/``, and ``queue/`` is flushed once for the batch. The
 record format does not change: a reader cannot tell a spilled message from
-another. Then the ``.body`` file is removed.
+another. Then the ``.body`` file is removed. A message for one mailbox is
+copied the same way into a file of its own instead (:mod:`buzon.spool.files`),
+which delivery links into the Maildir: a 10 MB message is then never read
+back into memory at all.
 
 A ``.body`` file is never trusted after a crash: like every file in
 ``incoming/`` it is removed at start-up (:meth:`Spool.recover
@@ -32,16 +35,18 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buzon.fsutil import fsync_dir, unlink_quietly, write_all
+from buzon.spool import files
 from buzon.spool.record import Envelope, SpoolCorrupt, encode
 
 if TYPE_CHECKING:
     from buzon.spool.queue import Location, Spool
 
-__all__ = ["SpilledBody", "store_spilled"]
+__all__ = ["Spilled", "SpilledBody", "store_spilled"]
 
 _COPY_STEP = 1 << 30  # copy_file_range may copy less than asked; it is called until done
 
@@ -101,9 +106,17 @@ class SpilledBody:
             offset += len(chunk)
 
 
-def store_spilled(spool: Spool, items: Sequence[tuple[Envelope, SpilledBody]]
-                  ) -> list[Location | OSError]:
+#: One spilled message to queue: its envelope, its body, and optionally a delivery
+#: head; with a head it goes to a file of its own (:mod:`buzon.spool.files`).
+Spilled = tuple[Envelope, SpilledBody] | tuple[Envelope, SpilledBody, bytes | None]
+
+
+def store_spilled(spool: Spool, items: Sequence[Spilled]) -> list[Location | OSError]:
     """Queue spilled messages durably, one segment each (see the module docstring).
+
+    An item with a delivery head (a third element that is not None) goes to a
+    file of its own, the head in front (:mod:`buzon.spool.files`), and its
+    segment holds only its record line.
 
     Returns:
         For each item, its location once it is safely queued, else the OSError;
@@ -113,39 +126,72 @@ def store_spilled(spool: Spool, items: Sequence[tuple[Envelope, SpilledBody]]
     from buzon.spool.queue import Location, new_queue_id
 
     results: list[Location | OSError] = []
-    committed: list[Path] = []
+    committed: list[Location] = []
     try:
-        for envelope, body in items:
+        for envelope, body, *rest in items:
+            delivery_head = rest[0] if rest else None
             envelope.size = len(body.head) + body.size
+            envelope.file_head = None if delivery_head is None else len(delivery_head)
             try:
                 header = encode(envelope)
             except SpoolCorrupt as error:
                 results.append(OSError(errno.EINVAL, f"envelope not queueable: {error}"))
                 continue
-            segment = new_queue_id()
-
-            def write(fd: int, head: bytes = header + body.head, body: SpilledBody = body) -> None:
-                write_all(fd, head)
-                body.copy_to(fd)  # in the kernel: the spilled bytes never enter Python
-
+            where = Location(new_queue_id(), 0, envelope.queue_id, envelope.file_head)
             try:
-                spool.write_segment(segment, write)
+                if delivery_head is None:
+                    spool.write_segment(where.segment, partial(_record, header, body))
+                else:
+                    _write_own_file(spool, where, delivery_head, body)
+                    try:
+                        spool.write_segment(where.segment, partial(write_all, data=header))
+                    except OSError:
+                        unlink_quietly(spool.message_file(where))
+                        raise
             except OSError as error:
                 results.append(error)
                 continue
-            spool.hold(segment, 1)
-            committed.append(spool.queue / segment)
-            results.append(Location(segment, 0, envelope.queue_id))
+            spool.hold(where.segment, 1)
+            committed.append(where)
+            results.append(where)
         if committed and spool.fsync:
             try:
                 fsync_dir(spool.queue)
             except OSError as error:
                 # As Spool.store_many: durability unknown, so refuse them all (4xx).
-                for path in committed:
-                    unlink_quietly(path)
-                    spool.forget(path.name)
+                for where in committed:
+                    unlink_quietly(spool.queue / where.segment)
+                    if where.file_head is not None:
+                        unlink_quietly(spool.message_file(where))
+                    spool.forget(where.segment)
                 return [error if isinstance(r, Location) else r for r in results]
         return results
     finally:
-        for _, body in items:
-            body.discard()
+        for item in items:
+            item[1].discard()
+
+
+def _record(header: bytes, body: SpilledBody, fd: int) -> None:
+    """Write a whole record: its line, the in-memory start, then the spilled bytes."""
+    write_all(fd, header + body.head)
+    body.copy_to(fd)  # in the kernel: the spilled bytes never enter Python
+
+
+def _write_own_file(spool: Spool, where: Location, delivery_head: bytes,
+                    body: SpilledBody) -> None:
+    """The message's own file: head, in-memory start, spilled bytes; flushed.
+
+    Raises:
+        OSError: nothing of it is left.
+    """
+    path = spool.message_file(where)
+    fd = files.write(path, delivery_head, body.head)
+    try:
+        body.copy_to(fd)
+        if spool.fsync:
+            files.flush(spool.queue, [fd], drop=spool.drop_cache)
+    except BaseException:
+        unlink_quietly(path)
+        raise
+    finally:
+        os.close(fd)

@@ -33,7 +33,7 @@ from functools import partial
 
 from buzon.batching import BatchThread
 from buzon.spool.backpressure import QueueFull, QueueGate
-from buzon.spool.body import SpilledBody, store_spilled
+from buzon.spool.body import Spilled, SpilledBody, store_spilled
 from buzon.spool.queue import Envelope, Item, Location, Spool
 
 __all__ = ["FileHead", "Intake", "QueueFull", "QueueGate", "SpilledBody", "Stored"]
@@ -58,7 +58,7 @@ class Intake:
         self._committer: BatchThread[Item, Location] = BatchThread(
             "queue-commit", spool.store_many
         )
-        self._large: BatchThread[tuple[Envelope, SpilledBody], Location] = BatchThread(
+        self._large: BatchThread[Spilled, Location] = BatchThread(
             "queue-commit-large", partial(store_spilled, spool)
         )
 
@@ -99,12 +99,13 @@ class Intake:
                 body.discard()  # a close and an unlink: also safe while being cancelled
             raise
         try:
+            size = len(content) + (0 if body is None else body.size)
+            head = None if self._file_head is None else self._file_head(envelope, size)
             if body is None:
-                head = None if self._file_head is None else self._file_head(envelope, len(content))
                 where = await self._committer.submit((envelope, content, head))
             else:
                 body.head = content
-                where = await self._large.submit((envelope, body))
+                where = await self._large.submit((envelope, body, head))
         except BaseException:
             # Not stored (or, if cancelled at shutdown, stored for the next start's
             # recovery, which counts it again): its place goes back either way.

@@ -130,3 +130,25 @@ def test_a_file_that_cannot_be_written_refuses_that_message_only(
     assert spool.load(stored)[1] == b"small"
     spool.release(stored, work=False)
     assert not (spool.queue / "SEGMENTAAAAAAAAA").exists()
+
+
+def test_a_spilled_body_with_a_head_is_copied_into_a_file_of_its_own(tmp_path: Path) -> None:
+    from buzon.spool.body import store_spilled
+
+    spool = Spool(tmp_path / "spool")
+    rest = os.urandom(300_000)
+    body = spool.spill("AGA2BXHGAEKN6XQA")
+    body.write(rest[:100_000])
+    body.write(rest[100_000:])
+    body.head = b"Received: by mx\r\nSubject: big\r\n\r\n"
+    whole = body.head + rest
+    (own,) = store_spilled(spool, [(_envelope("AGA2BXHGAEKN6XQA"), body, HEAD)])
+    assert isinstance(own, Location) and own.file_head == len(HEAD)
+    assert spool.message_file(own).read_bytes() == HEAD + whole
+    assert len((spool.queue / own.segment).read_bytes()) < 1000  # the record line only
+    assert list(spool.incoming.iterdir()) == []  # the .body file is gone
+    assert spool.load(own)[1] == whole
+    restarted = Spool(tmp_path / "spool")
+    assert restarted.recover() == [own]
+    restarted.release(own, work=False)
+    assert list(restarted.queue.iterdir()) == []
