@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
-    "HAS_SYNCFS", "drop_pages", "fsync_dir", "sync_filesystem", "unlink_quietly", "write_all",
+    "HAS_SYNCFS", "can_link", "drop_pages", "fsync_dir", "sync_filesystem", "unlink_quietly", "write_all",
     "writev_all",
 ]
 
@@ -50,6 +50,30 @@ def sync_filesystem(fd: int) -> bool:
         error = ctypes.get_errno()
         raise OSError(error, f"syncfs: {os.strerror(error)}")
     return True
+
+
+def can_link(source_dir: Path, target_dir: Path) -> bool:
+    """Whether a file in ``source_dir`` can be hard-linked into ``target_dir``.
+
+    Tried, not guessed: ``link(2)`` fails with ``EXDEV`` between two mount points
+    even of one file system (two Docker volumes on one disk have the same
+    ``st_dev``). A probe file is made, linked and removed again.
+    """
+    name = f".link-probe-{os.getpid()}-{os.urandom(4).hex()}"
+    source, target = source_dir / name, target_dir / name
+    try:
+        os.close(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError:
+        return False
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        return False
+    else:
+        unlink_quietly(target)
+        return True
+    finally:
+        unlink_quietly(source)
 
 
 def drop_pages(fd: int) -> None:

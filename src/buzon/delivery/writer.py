@@ -60,7 +60,7 @@ from pathlib import Path
 
 from buzon.delivery import junk
 from buzon.delivery.job import Job
-from buzon.fsutil import HAS_SYNCFS, sync_filesystem
+from buzon.fsutil import HAS_SYNCFS, can_link, sync_filesystem
 from buzon.spool import Envelope, Location, Spool, SpoolCorrupt
 from buzon.storage import maildir
 
@@ -97,28 +97,32 @@ class MaildirWriter:
         #: Drop each file's pages once it is on disk (``BUZON_DELIVERY_PAGE_CACHE=drop``).
         self.drop_cache = drop_cache
         self._root_dev: int | None = None
-        self._same_fs: bool | None = None
+        self._can_link: bool | None = None
 
     def file_head(self, envelope: Envelope, size: int) -> bytes | None:
         """The delivery head to queue a message with, in a file of its own; None: in a segment.
 
         Only for a message of ``size`` ≥ :data:`LINK_MIN_SIZE` bytes whose
-        recipients all have one mailbox, when the queue and the mail root are on
-        one file system (a link cannot cross one). The head is what
-        :meth:`_write_one` puts in front of that mailbox's copy.
+        recipients all have one mailbox, when a file of the queue can be linked
+        into the mail root (one file system and one mount: tried once, see
+        :func:`~buzon.fsutil.can_link`; in the Compose stack they are two
+        volumes, so it cannot). The head is what :meth:`_write_one` puts in
+        front of that mailbox's copy.
         """
         if size < LINK_MIN_SIZE:
             return None
         first = envelope.mailboxes[0]
         if any(mailbox != first for mailbox in envelope.mailboxes):
             return None
-        if self._same_fs is None:
+        if self._can_link is None:
             try:
                 self.mail_root.mkdir(parents=True, exist_ok=True)
-                self._same_fs = os.stat(self.spool.queue).st_dev == os.stat(self.mail_root).st_dev
             except OSError:
-                return None  # asked again next time
-        if not self._same_fs:
+                return None  # tried again next time
+            self._can_link = can_link(self.spool.queue, self.mail_root)
+            log.info("large messages to one mailbox are %s", "linked from the queue into it"
+                     if self._can_link else "copied (the queue cannot link into the mail root)")
+        if not self._can_link:
             return None
         return maildir.trace_headers(sender=envelope.sender, recipient=envelope.recipients[0])
 

@@ -87,7 +87,7 @@ def other_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_small_messages_and_other_file_systems_are_queued_in_the_segment(
+def test_small_messages_and_unlinkable_mail_roots_are_queued_in_the_segment(
     setup, other_fs: Path  # type: ignore[no-untyped-def]
 ) -> None:
     spool, writer, _ = setup
@@ -184,3 +184,16 @@ def test_delivered_files_leave_the_page_cache_when_asked(tmp_path: Path, drop: b
     for mailbox in ("example.org/bob", "example.org/carol"):
         (file,) = _delivered(root, mailbox)
         assert (_resident_pages(file) == 0) is drop
+
+
+def test_whether_the_queue_can_link_into_the_mail_root_is_tried_and_leaves_nothing(
+    tmp_path: Path, other_fs: Path
+) -> None:
+    from buzon.fsutil import can_link
+
+    queue, near = tmp_path / "queue", tmp_path / "mail"
+    for folder in (queue, near, other_fs):
+        folder.mkdir()
+    assert can_link(queue, near) is True
+    assert can_link(queue, other_fs) is False  # EXDEV, as between two Docker volumes
+    assert [*queue.iterdir(), *near.iterdir(), *other_fs.iterdir()] == []
