@@ -62,6 +62,7 @@ from buzon.delivery import junk
 from buzon.delivery.job import Job
 from buzon.fsutil import HAS_SYNCFS, can_link, sync_filesystem
 from buzon.spool import Envelope, Location, Spool, SpoolCorrupt
+from buzon.spool.files import check as check_message_file
 from buzon.storage import maildir
 
 __all__ = ["LINK_MIN_SIZE", "MaildirWriter"]
@@ -185,11 +186,7 @@ class MaildirWriter:
                     # here: it was delivered and released by an earlier run.
                     continue
                 except SpoolCorrupt as error:
-                    # Counted as done: the segment goes to corrupt/ when its last good
-                    # record is delivered, for a human to look at.
-                    log.error("queued message %s in segment %s is corrupt, to be moved to"
-                              " corrupt/: %s", job.where.queue_id, job.where.segment, error)
-                    self.spool.mark_damaged(job.where.segment, f"{type(error).__name__}: {error}")
+                    self._damaged(job.where, error)
                     continue
                 except OSError as error:
                     results[index] = error
@@ -206,6 +203,9 @@ class MaildirWriter:
                         log.warning("file of queued message %s is gone: taken as delivered"
                                     " and released by an earlier run", job.where.queue_id)
                     continue
+                except SpoolCorrupt as error:
+                    self._damaged(job.where, error)
+                    continue
                 except OSError as error:
                     if error.errno != errno.EXDEV:
                         results[index] = error
@@ -220,7 +220,10 @@ class MaildirWriter:
             if content is None:
                 try:
                     envelope, content = self.spool.load(job.where)
-                except (OSError, SpoolCorrupt) as error:
+                except SpoolCorrupt as error:
+                    self._damaged(job.where, error)
+                    continue
+                except OSError as error:
                     results[index] = error
                     continue
             job.route = Route.INBOX
@@ -267,16 +270,34 @@ class MaildirWriter:
             linked, its ``new/`` to be flushed; None: delivered before (recovered).
 
         Raises:
+            SpoolCorrupt: the queue file is not what its record says (never linked).
             OSError: not linked (``EXDEV``: another file system, write it instead).
         """
+        assert where.file_head is not None
         mailbox = envelope.mailboxes[0]
         name = maildir.message_name(envelope.received, envelope.queue_id, 0, self.hostname)
         if check and maildir.already_delivered(self.mail_root, mailbox, name, _FOLDERS):
             return None
-        device = maildir.link_new(self.mail_root, mailbox, name, self.spool.message_file(where))
+        source = self.spool.message_file(where)
+        try:
+            links = check_message_file(source, where.file_head, envelope.size)
+        except ValueError as error:
+            raise SpoolCorrupt(str(error)) from None
+        if links > 1:
+            if check:
+                return None  # linked by an earlier run, and moved since by a mail reader
+            raise SpoolCorrupt(f"{source.name} has {links} links; a queue file has one")
+        device = maildir.link_new(self.mail_root, mailbox, name, source)
         if self._root_dev is None:
             self._root_dev = os.stat(self.mail_root).st_dev
         return self.batch_sync and HAS_SYNCFS and device == self._root_dev
+
+    def _damaged(self, where: Location, error: SpoolCorrupt) -> None:
+        # Counted as done: the segment (and the message's own file) go to corrupt/
+        # when its last good record is delivered, for a human to look at.
+        log.error("queued message %s in segment %s is corrupt, to be moved to corrupt/: %s",
+                  where.queue_id, where.segment, error)
+        self.spool.mark_damaged(where, f"{type(error).__name__}: {error}")
 
     def _write_one(
         self, envelope: Envelope, content: bytes, check: bool, folder: str,

@@ -36,12 +36,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from buzon.fsutil import drop_pages, sync_filesystem, unlink_quietly, writev_all
 
-__all__ = ["SUFFIX", "file_name", "flush", "read", "segment_of", "sort_leftovers", "write"]
+__all__ = [
+    "SUFFIX", "check", "file_name", "flush", "read", "segment_of", "set_aside", "sort_leftovers",
+    "write",
+]
 
 log = logging.getLogger("buzon.spool")
 
@@ -112,6 +116,35 @@ def read(path: Path, head: int, size: int) -> bytes:
     if len(data) > size:
         raise ValueError(f"{path.name} holds more than the {size} bytes its record says")
     return data
+
+
+def check(path: Path, head: int, size: int) -> int:
+    """Before a link: that ``path`` is a regular file of ``head + size`` bytes; its link count.
+
+    What is linked into a mailbox is never read, so it is checked here: a file
+    cut short (a crash with ``BUZON_FSYNC=false``, a damaged disk) or replaced by
+    a symbolic link is refused, not delivered.
+
+    Raises:
+        FileNotFoundError: it is gone.
+        ValueError: not a regular file, or not that long.
+    """
+    found = os.stat(path, follow_symlinks=False)
+    if not stat.S_ISREG(found.st_mode):
+        raise ValueError(f"{path.name} is not a regular file")
+    if found.st_size != head + size:
+        raise ValueError(f"{path.name} holds {found.st_size} bytes, its record says "
+                         f"{head} + {size}")
+    return found.st_nlink
+
+
+def set_aside(path: Path, corrupt: Path) -> None:
+    """Move a damaged message file to ``corrupt/`` for a human (it may be gone already)."""
+    try:
+        os.replace(path, corrupt / path.name)
+    except FileNotFoundError:
+        return
+    log.error("message file %s moved to corrupt/", path.name)
 
 
 def sort_leftovers(queue: Path, corrupt: Path, found: Iterable[tuple[Path, str]],

@@ -53,12 +53,14 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
-from buzon.fsutil import fsync_dir, unlink_quietly, write_all
+from buzon.fsutil import fsync_dir, unlink_quietly
 from buzon.spool import files
+from buzon.spool.grouping import Item, segment_groups, write_chunks
 from buzon.spool.body import SpilledBody
 from buzon.spool.ids import new_queue_id
 from buzon.spool.record import (
@@ -71,7 +73,7 @@ from buzon.spool.record import (
     parse_segment,
 )
 
-__all__ = ["Envelope", "Location", "Spool", "SpoolCorrupt", "new_queue_id"]
+__all__ = ["Envelope", "Item", "Location", "Spool", "SpoolCorrupt", "new_queue_id"]
 
 log = logging.getLogger("buzon.spool")
 
@@ -85,20 +87,6 @@ class Location:
     queue_id: str
     file_head: int | None = None
     """The record's ``file_head``: set when the message is in a file of its own."""
-
-
-#: One message to queue: its envelope, its bytes, and optionally a delivery head;
-#: with a head it is written to a file of its own, the head in front.
-Item = tuple[Envelope, bytes] | tuple[Envelope, bytes, bytes | None]
-
-
-def _write_chunks(fd: int, chunks: list[bytes]) -> None:
-    # One write for a batch of small messages; big ones are not copied into a join.
-    if sum(map(len, chunks)) <= 1 << 20:
-        write_all(fd, b"".join(chunks))
-    else:
-        for chunk in chunks:
-            write_all(fd, chunk)
 
 
 class Spool:
@@ -124,6 +112,7 @@ class Spool:
         # segment -> messages in it not yet released; segments to quarantine at zero
         self._refs: dict[str, int] = {}
         self._damaged: dict[str, str] = {}  # segment -> its first fault
+        self._damaged_files: set[str] = set()  # message files to set aside, not remove
         #: Called (segment, reason) from whichever thread moved a segment to
         #: corrupt/; the delivery pipeline counts it (``spool_quarantined``).
         self.on_quarantine: Callable[[str, str], None] | None = None
@@ -152,7 +141,7 @@ class Spool:
         """
         results: list[Location | OSError] = []
         committed: list[tuple[str, list[Location]]] = []  # (segment, its message files)
-        for group in self._groups(items):
+        for group in segment_groups(items, self.segment_bytes):
             segment = new_queue_id()
             locations: list[Location | OSError] = []
             offset = 0
@@ -193,7 +182,7 @@ class Spool:
                 finally:
                     for fd in fds:
                         os.close(fd)
-                self.write_segment(segment, lambda fd, chunks=chunks: _write_chunks(fd, chunks))
+                self.write_segment(segment, partial(write_chunks, chunks=chunks))
             except OSError as error:
                 self._remove_message_files(own)
                 results += [error if isinstance(r, Location) else r for r in locations]
@@ -223,17 +212,6 @@ class Spool:
     def message_file(self, where: Location) -> Path:
         """Path of the file of a message queued in a file of its own (``where.file_head``)."""
         return self.queue / files.file_name(where.segment, where.queue_id)
-
-    def _groups(self, items: Sequence[Item]) -> Iterator[Sequence[Item]]:
-        start, size = 0, 0
-        for i, (_, content, *rest) in enumerate(items):
-            length = 0 if rest and rest[0] is not None else len(content)
-            if i > start and size + length > self.segment_bytes:
-                yield items[start:i]
-                start, size = i, 0
-            size += length
-        if start < len(items):
-            yield items[start:]
 
     def write_segment(self, segment: str, write: Callable[[int], None]) -> None:
         """Create ``incoming/<segment>``, ``write(fd)`` it, flush it, rename it into ``queue/``.
@@ -320,7 +298,12 @@ class Spool:
         found: list[Location] = []
         message_files: list[tuple[Path, str]] = []  # (path, its segment)
         for path in sorted(self.queue.iterdir()):
+            if path.name.startswith(".link-probe-"):  # fsutil.can_link's, left by a crash
+                path.unlink(missing_ok=True)
             if path.name.startswith("."):
+                continue
+            if path.is_dir():
+                log.error("queue/%s is a directory, not a queue file; left alone", path.name)
                 continue
             segment = files.segment_of(path.name)
             if segment is not None:
@@ -365,7 +348,10 @@ class Spool:
         if where.file_head is not None:
             # First the file, then the count: a crash between the two leaves a record
             # whose file is gone, which delivery takes as released.
-            unlink_quietly(self.message_file(where))
+            if self.message_file(where).name in self._damaged_files:
+                files.set_aside(self.message_file(where), self.corrupt)
+            else:
+                unlink_quietly(self.message_file(where))
         with self._lock:
             left = self._refs.get(where.segment, 1) - 1
             if left > 0:
@@ -377,9 +363,11 @@ class Spool:
         else:
             unlink_quietly(self.queue / where.segment)
 
-    def mark_damaged(self, segment: str, reason: str = "a record did not read back") -> None:
-        """Quarantine this segment instead of removing it once it is released."""
-        self._damaged.setdefault(segment, reason)
+    def mark_damaged(self, where: Location, reason: str = "a record did not read back") -> None:
+        """Quarantine this message's segment (and own file) instead of removing them."""
+        self._damaged.setdefault(where.segment, reason)
+        if where.file_head is not None:
+            self._damaged_files.add(self.message_file(where).name)
 
     def quarantine(self, segment: str) -> Path:
         """Move an unreadable queue file to ``corrupt/`` for a human; log and count it."""

@@ -12,7 +12,11 @@ before recovering its spool: every complete segment of such a shard is renamed
 into worker 0's ``queue/`` (segment names are unique queue ids, so they cannot
 collide), unreadable ones into its ``corrupt/``, and the shard is removed.
 Half-written segments and transform leftovers are dropped, exactly as a
-shard's own recovery would.
+shard's own recovery would. The shard is first renamed ``w<i>.adopting``: a
+segment and its message files (:mod:`buzon.spool.files`) move one rename at a
+time, and a crash between them must not leave half a message in a shard that a
+restart with more workers would own again (its recovery would drop the file
+whose segment had moved). A shard marked so is adopted whatever the count.
 
 Each worker's transform files live apart from its spool, in
 ``<work area>/w<i>`` (:func:`work_root`; worker 0 and the single process use
@@ -32,6 +36,7 @@ from buzon.fsutil import fsync_dir
 __all__ = ["adopt_orphans", "shard_root", "work_root"]
 
 _SHARD = re.compile(r"w([1-9][0-9]*)")
+_ADOPTING = ".adopting"
 
 
 def shard_root(spool_root: Path, index: int) -> Path:
@@ -60,15 +65,23 @@ def adopt_orphans(spool_root: Path, workers: int, *, fsync: bool = True,
             if match and int(match.group(1)) >= workers:
                 shutil.rmtree(entry.path, ignore_errors=True)
     try:
-        entries = list(os.scandir(spool_root))
+        # One marked for adoption first: a shard of the same number may be renamed so next.
+        entries = sorted(os.scandir(spool_root), key=lambda e: not e.name.endswith(_ADOPTING))
     except FileNotFoundError:
         return 0
     moved = 0
     for entry in entries:
-        match = _SHARD.fullmatch(entry.name)
-        if not match or int(match.group(1)) < workers or not entry.is_dir(follow_symlinks=False):
+        name = entry.name.removesuffix(_ADOPTING)
+        match = _SHARD.fullmatch(name)
+        if not match or not entry.is_dir(follow_symlinks=False) or (
+            name == entry.name and int(match.group(1)) < workers
+        ):
             continue
         shard = Path(entry.path)
+        if name == entry.name:  # marked before the first move (see the module docstring)
+            shard = shard.rename(spool_root / (name + _ADOPTING))
+            if fsync:
+                fsync_dir(spool_root)
         for sub in ("queue", "corrupt"):
             source = shard / sub
             if not source.is_dir():
@@ -76,8 +89,9 @@ def adopt_orphans(spool_root: Path, workers: int, *, fsync: bool = True,
             target = spool_root / sub
             target.mkdir(parents=True, exist_ok=True, mode=0o700)
             names = [n for n in os.listdir(source) if not n.startswith(".")]
-            for name in names:
-                os.rename(source / name, target / name)
+            names.sort(key=lambda n: not n.endswith(".msg"))  # files before their segments
+            for file in names:
+                os.rename(source / file, target / file)
             if names:
                 moved += len(names)
                 if fsync:

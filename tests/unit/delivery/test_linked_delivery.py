@@ -35,7 +35,8 @@ def _queue(spool: Spool, writer: MaildirWriter, envelope: Envelope, content: byt
 
 
 def _delivered(root: Path, mailbox: str) -> list[Path]:
-    return sorted((root / mailbox / "new").iterdir())
+    new = root / mailbox / "new"
+    return sorted(new.iterdir()) if new.is_dir() else []
 
 
 @pytest.fixture
@@ -159,9 +160,48 @@ def test_a_symlink_planted_as_the_queue_file_is_not_linked_into_the_mailbox(setu
     path = spool.message_file(where)
     path.unlink()
     path.symlink_to("/etc/passwd")
-    (result,) = writer.deliver_batch([Job(where, envelope=envelope)])
-    assert isinstance(result, maildir.UnsafePath)
+    assert writer.deliver_batch([Job(where, envelope=envelope)]) == [None]  # done: set aside
     assert _delivered(root, "example.org/bob") == []
+    assert (spool.corrupt / path.name).is_symlink()  # kept for a human, with its segment
+    assert (spool.corrupt / where.segment).exists()
+    assert list(spool.queue.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["short", "long"])
+@pytest.mark.parametrize("transformed", [False, True])
+def test_a_queue_file_unlike_its_record_is_set_aside_not_delivered(
+    setup, damage: str, transformed: bool  # type: ignore[no-untyped-def]
+) -> None:
+    # Cut short by a crash with BUZON_FSYNC=false, or grown by a hand edit: a link would
+    # deliver it unread, and a transform's read must not lose it either.
+    spool, writer, root = setup
+    envelope = _envelope("AGA2BXHGAEKN6XQA")
+    where = _queue(spool, writer, envelope, b"x" * LINK_MIN_SIZE)
+    path = spool.message_file(where)
+    if damage == "short":
+        os.truncate(path, 10)
+    else:
+        with open(path, "ab") as handle:
+            handle.write(b"extra")
+    damaged = path.read_bytes()
+    restarted = Spool(spool.root)
+    (recovered,) = restarted.recover()
+    job = Job(recovered, check=True, work=True, transformed=transformed)
+    assert MaildirWriter(restarted, root, hostname="mx").deliver_batch([job]) == [None]
+    assert _delivered(root, "example.org/bob") == []
+    assert (restarted.corrupt / path.name).read_bytes() == damaged
+    assert (restarted.corrupt / where.segment).exists()
+    assert list(restarted.queue.iterdir()) == []
+
+
+def test_a_fresh_queue_file_with_a_second_link_is_not_delivered(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spool, writer, root = setup
+    envelope = _envelope("AGA2BXHGAEKN6XQA")
+    where = _queue(spool, writer, envelope, b"x" * LINK_MIN_SIZE)
+    os.link(spool.message_file(where), tmp_path / "elsewhere")
+    assert writer.deliver_batch([Job(where, envelope=envelope)]) == [None]
+    assert _delivered(root, "example.org/bob") == []
+    assert (spool.corrupt / spool.message_file(where).name).exists()
 
 
 def _resident_pages(path: Path) -> int:

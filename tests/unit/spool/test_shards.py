@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from buzon.spool.queue import Envelope, Spool, new_queue_id
@@ -45,3 +46,35 @@ def test_nothing_to_adopt(tmp_path: Path) -> None:
     (tmp_path / "spool" / "w1").mkdir(parents=True)
     assert adopt_orphans(tmp_path / "spool", 2) == 0
     assert (tmp_path / "spool" / "w1").is_dir()
+
+
+def test_an_adoption_cut_short_is_finished_even_when_the_shard_is_wanted_again(
+    tmp_path: Path,
+) -> None:
+    # A message in a file of its own is two renames (its .msg, then its segment). A crash
+    # between them, then a restart with more workers, must not split them (buzon.spool.files).
+    from buzon.spool.queue import Location
+
+    root = tmp_path / "spool"
+    shard = Spool(root / "w1", fsync=False)
+    envelope = Envelope("AGA2BXHGAEKN6XQA", "a@example.org", ["bob@example.org"],
+                        ["example.org/bob"], received=1764412800.0)
+    (own,) = shard.store_many([(envelope, b"x" * 50_000, b"Delivered-To: bob@example.org\r\n")])
+    assert isinstance(own, Location) and own.file_head is not None
+    Spool(root, fsync=False)  # worker 0's folders
+    # adopt_orphans(root, 1) marked the shard and moved the file, then the process died
+    marked = (root / "w1").rename(root / "w1.adopting")
+    os.rename(marked / "queue" / shard.message_file(own).name,
+              root / "queue" / shard.message_file(own).name)
+    assert adopt_orphans(root, 2, fsync=False) == 1  # restarted with BUZON_WORKERS=2
+    assert not marked.exists()
+    first = Spool(root, fsync=False)
+    assert first.recover() == [own]
+    assert first.load(own)[1] == b"x" * 50_000
+
+
+def test_a_directory_in_the_queue_does_not_stop_recovery(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", fsync=False)
+    (spool.queue / "AGA2BXHGAEKN6XQZ.AGA2BXHGAEKN6XQA.msg").mkdir()
+    (spool.queue / "AGA2BXHGAEKN6XQZ").mkdir()
+    assert spool.recover() == []
