@@ -81,6 +81,10 @@ Route = junk.Route
 LINK_MIN_SIZE = 32 << 10
 
 
+class _Done(Exception):
+    """A job needs no write: counted as done (and released) without one."""
+
+
 class MaildirWriter:
     """Writes jobs into Maildirs; blocking, for a delivery thread."""
 
@@ -180,13 +184,8 @@ class MaildirWriter:
             linkable = job.where.file_head is not None and not job.transformed
             if envelope is None or (content is None and not linkable):
                 try:
-                    envelope, content = self.spool.load(job.where, content=not linkable)
-                except FileNotFoundError:
-                    # Only the queue segment, or the message's own file, may be missing
-                    # here: it was delivered and released by an earlier run.
-                    continue
-                except SpoolCorrupt as error:
-                    self._damaged(job.where, error)
+                    envelope, content = self._read(job.where, content=not linkable)
+                except _Done:
                     continue
                 except OSError as error:
                     results[index] = error
@@ -196,15 +195,7 @@ class MaildirWriter:
                 job.route = Route.INBOX
                 try:
                     by_syncfs = self._link_one(envelope, job.where, job.check)
-                except FileNotFoundError as error:
-                    if os.path.lexists(self.spool.message_file(job.where)):
-                        results[index] = error  # the Maildir side: retried
-                    else:
-                        log.warning("file of queued message %s is gone: taken as delivered"
-                                    " and released by an earlier run", job.where.queue_id)
-                    continue
-                except SpoolCorrupt as error:
-                    self._damaged(job.where, error)
+                except _Done:
                     continue
                 except OSError as error:
                     if error.errno != errno.EXDEV:
@@ -219,9 +210,8 @@ class MaildirWriter:
                     continue
             if content is None:
                 try:
-                    envelope, content = self.spool.load(job.where)
-                except SpoolCorrupt as error:
-                    self._damaged(job.where, error)
+                    envelope, content = self._read(job.where)
+                except _Done:
                     continue
                 except OSError as error:
                     results[index] = error
@@ -270,7 +260,8 @@ class MaildirWriter:
             linked, its ``new/`` to be flushed; None: delivered before (recovered).
 
         Raises:
-            SpoolCorrupt: the queue file is not what its record says (never linked).
+            _Done: the queue file is gone (released by an earlier run) or not what its
+                record says (set aside with its segment); never linked.
             OSError: not linked (``EXDEV``: another file system, write it instead).
         """
         assert where.file_head is not None
@@ -281,16 +272,39 @@ class MaildirWriter:
         source = self.spool.message_file(where)
         try:
             links = check_message_file(source, where.file_head, envelope.size)
+        except FileNotFoundError:
+            log.warning("file of queued message %s is gone: taken as delivered and released"
+                        " by an earlier run", where.queue_id)
+            raise _Done from None
         except ValueError as error:
-            raise SpoolCorrupt(str(error)) from None
+            self._damaged(where, SpoolCorrupt(str(error)))
+            raise _Done from None
         if links > 1:
             if check:
                 return None  # linked by an earlier run, and moved since by a mail reader
-            raise SpoolCorrupt(f"{source.name} has {links} links; a queue file has one")
+            self._damaged(where, SpoolCorrupt(f"{source.name} has {links} links; a queue file"
+                                              " has one"))
+            raise _Done
         device = maildir.link_new(self.mail_root, mailbox, name, source)
         if self._root_dev is None:
             self._root_dev = os.stat(self.mail_root).st_dev
         return self.batch_sync and HAS_SYNCFS and device == self._root_dev
+
+    def _read(self, where: Location, *, content: bool = True) -> tuple[Envelope, bytes]:
+        """A queued message (or only its envelope) read back for delivery.
+
+        Raises:
+            _Done: nothing to deliver: its segment or own file is gone (delivered and
+                released by an earlier run), or it is corrupt (set aside).
+            OSError: not readable now; retried.
+        """
+        try:
+            return self.spool.load(where, content=content)
+        except FileNotFoundError:
+            raise _Done from None
+        except SpoolCorrupt as error:
+            self._damaged(where, error)
+            raise _Done from None
 
     def _damaged(self, where: Location, error: SpoolCorrupt) -> None:
         # Counted as done: the segment (and the message's own file) go to corrupt/
