@@ -39,9 +39,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buzon.fsutil import fsync_dir, unlink_quietly, write_all
+from buzon.fsutil import unlink_quietly, write_all
 from buzon.spool import files
-from buzon.spool.record import Envelope, SpoolCorrupt, encode
+from buzon.spool.grouping import record_line
+from buzon.spool.record import Envelope
 
 if TYPE_CHECKING:
     from buzon.spool.queue import Location, Spool
@@ -126,16 +127,14 @@ def store_spilled(spool: Spool, items: Sequence[Spilled]) -> list[Location | OSE
     from buzon.spool.queue import Location, new_queue_id
 
     results: list[Location | OSError] = []
-    committed: list[Location] = []
+    committed: list[tuple[str, list[Location]]] = []  # (segment, its message file)
     try:
         for envelope, body, *rest in items:
             delivery_head = rest[0] if rest else None
-            envelope.size = len(body.head) + body.size
-            envelope.file_head = None if delivery_head is None else len(delivery_head)
             try:
-                header = encode(envelope)
-            except SpoolCorrupt as error:
-                results.append(OSError(errno.EINVAL, f"envelope not queueable: {error}"))
+                header = record_line(envelope, len(body.head) + body.size, delivery_head)
+            except OSError as error:
+                results.append(error)
                 continue
             where = Location(new_queue_id(), 0, envelope.queue_id, envelope.file_head)
             try:
@@ -152,20 +151,9 @@ def store_spilled(spool: Spool, items: Sequence[Spilled]) -> list[Location | OSE
                 results.append(error)
                 continue
             spool.hold(where.segment, 1)
-            committed.append(where)
+            committed.append((where.segment, [] if delivery_head is None else [where]))
             results.append(where)
-        if committed and spool.fsync:
-            try:
-                fsync_dir(spool.queue)
-            except OSError as error:
-                # As Spool.store_many: durability unknown, so refuse them all (4xx).
-                for where in committed:
-                    unlink_quietly(spool.queue / where.segment)
-                    if where.file_head is not None:
-                        unlink_quietly(spool.message_file(where))
-                    spool.forget(where.segment)
-                return [error if isinstance(r, Location) else r for r in results]
-        return results
+        return spool.flush_queue(committed, results)
     finally:
         for item in items:
             item[1].discard()

@@ -10,12 +10,13 @@ takes at most :data:`MAX_OWN_FILES` of them.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
 
 from buzon.fsutil import write_all
-from buzon.spool.record import Envelope
+from buzon.spool.record import Envelope, SpoolCorrupt, encode
 
-__all__ = ["MAX_OWN_FILES", "Item", "segment_groups", "write_chunks"]
+__all__ = ["MAX_OWN_FILES", "Item", "record_line", "segment_groups", "write_chunks"]
 
 #: One message to queue: its envelope, its bytes, and optionally a delivery head;
 #: with a head it is written to a file of its own, the head in front.
@@ -53,3 +54,20 @@ def write_chunks(fd: int, chunks: list[bytes]) -> None:
     else:
         for chunk in chunks:
             write_all(fd, chunk)
+
+
+def record_line(envelope: Envelope, size: int, head: bytes | None) -> bytes:
+    """The record line of a message of ``size`` bytes (with ``head``: in a file of its own).
+
+    Sets the envelope's ``size`` and ``file_head`` to match.
+
+    Raises:
+        OSError: ``EINVAL``, the envelope could not be read back: it is refused
+            (4xx), never queued.
+    """
+    envelope.size = size
+    envelope.file_head = None if head is None else len(head)
+    try:
+        return encode(envelope)
+    except SpoolCorrupt as error:
+        raise OSError(errno.EINVAL, f"envelope not queueable: {error}") from None

@@ -48,20 +48,19 @@ Queue ids (and segment names) are minted by :mod:`buzon.spool.ids`.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from buzon.fsutil import fsync_dir, unlink_quietly
 from buzon.spool import files
-from buzon.spool.grouping import Item, segment_groups, write_chunks
 from buzon.spool.body import SpilledBody
+from buzon.spool.grouping import Item, record_line, segment_groups, write_chunks
 from buzon.spool.ids import new_queue_id
 from buzon.spool.record import (
     MAX_HEADER,
@@ -69,7 +68,6 @@ from buzon.spool.record import (
     SpoolCorrupt,
     TruncatedRecord,
     decode_header,
-    encode,
     parse_segment,
 )
 
@@ -150,13 +148,10 @@ class Spool:
             fds: list[int] = []
             for envelope, content, *rest in group:
                 head = rest[0] if rest else None
-                envelope.size = len(content)
-                envelope.file_head = None if head is None else len(head)
                 try:
-                    line = encode(envelope)
-                except SpoolCorrupt as error:
-                    # It could not be read back: refuse it (4xx), never queue it.
-                    locations.append(OSError(errno.EINVAL, f"envelope not queueable: {error}"))
+                    line = record_line(envelope, len(content), head)
+                except OSError as error:
+                    locations.append(error)
                     continue
                 where = Location(segment, offset, envelope.queue_id, envelope.file_head)
                 if head is not None:
@@ -191,18 +186,28 @@ class Spool:
                 self._refs[segment] = len(own) + (len(chunks) - len(own)) // 2
             committed.append((segment, own))
             results += locations
-        if committed and self.fsync:
-            try:
-                fsync_dir(self.queue)
-            except OSError as error:
-                # Durability of the renames is unknown: refuse them all (4xx) and take
-                # the segments back so nothing is delivered behind a refusal.
-                for segment, own in committed:
-                    unlink_quietly(self.queue / segment)
-                    self._remove_message_files(own)
-                    with self._lock:
-                        self._refs.pop(segment, None)
-                return [error if isinstance(r, Location) else r for r in results]
+        return self.flush_queue(committed, results)
+
+    def flush_queue(self, committed: Sequence[tuple[str, Sequence[Location]]],
+                    results: list[Location | OSError]) -> list[Location | OSError]:
+        """Flush ``queue/`` once for the segments just renamed into it (and their files).
+
+        Returns:
+            ``results``, or if the flush failed, every location in it replaced by
+            that error: the durability of the renames is unknown, so they are all
+            refused (4xx) and the segments and files taken back, so that nothing
+            is delivered behind a refusal.
+        """
+        if not committed or not self.fsync:
+            return results
+        try:
+            fsync_dir(self.queue)
+        except OSError as error:
+            for segment, own in committed:
+                unlink_quietly(self.queue / segment)
+                self._remove_message_files(own)
+                self.forget(segment)
+            return [error if isinstance(r, Location) else r for r in results]
         return results
 
     def _remove_message_files(self, own: Sequence[Location]) -> None:
