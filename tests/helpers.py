@@ -252,6 +252,24 @@ def server_process(*args: Any, **kwargs: Any) -> Iterator[ServerProcess]:
         proc.ensure_stopped()
 
 
+@contextlib.contextmanager
+def tac_sidecar(work: Path, key_file: Path) -> Iterator[int]:
+    """A transform sidecar running ``tac``, rooted at the work area ``work``: its port,
+    once it listens on 127.0.0.1; stopped afterwards."""
+    port = free_port()
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "buzon.transform.sidecar", "--listen", "127.0.0.1",
+         "--port", str(port), "--root", str(work), "--key-file", str(key_file), "--", "tac"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: listening(port))
+        yield port
+    finally:
+        sidecar.terminate()
+        sidecar.wait(20)
+
+
 def maildir_files(root: Path, mailbox: str) -> list[Path]:
     """Messages in ``new/`` and ``cur/`` of a mailbox: ``domain/local``, or a bare local
     part, looked for in every domain folder (``<root>/<domain>/<local>``, issue 12)."""

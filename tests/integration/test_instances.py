@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from helpers import ServerProcess, free_port, listening, maildir_files, wait_for
+from helpers import ServerProcess, free_port, maildir_files, tac_sidecar, wait_for
 
 TOKEN = "t0k3n-ok"  # ServerProcess's -u
 
@@ -160,36 +160,29 @@ def test_a_replica_with_workers_and_a_sidecar_keeps_to_its_own_folders(tmp_path:
     (data / "work").mkdir(parents=True)
     key = tmp_path / "sidecar.key"
     key.write_text("ab" * 32)
-    port = free_port()
-    sidecar = subprocess.Popen(
-        [sys.executable, "-m", "buzon.transform.sidecar", "--listen", "127.0.0.1",
-         "--port", str(port), "--root", str(data / "work"), "--key-file", str(key), "--", "tac"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    server = ServerProcess(data, free_port(), env={
-        "BUZON_INSTANCE": "east-1", "BUZON_WORKERS": "2",
-        "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}", "BUZON_TRANSFORM_KEY_FILE": str(key)})
-    try:
-        assert wait_for(lambda: listening(port))
-        server.start()
-        sent = [_send(server.port, f"w-{i}") for i in range(6)]
-        mail = data / "mail"
-        assert wait_for(lambda: len(maildir_files(mail, "shared")) == len(sent), timeout=30)
-        for path in maildir_files(mail, "shared"):  # tac ran: the body line comes first
-            delivered = path.read_bytes()
-            after = delivered.split(b"\r\n", 2)[2]  # after Return-Path and Delivered-To
-            assert after.startswith(b"body w-"), delivered[:300]
-        own = data / "instances" / "east-1"
-        assert (own / "spool" / "queue").is_dir() and (own / "spool" / "w1").is_dir()
-        assert (own / "workers.counters").is_file() and (own / "lock").is_file()
-        assert (data / "work" / "instances" / "east-1" / "w1").is_dir()
-        assert not (data / "spool").exists() and not (data / "work" / "w0").exists()
-        assert server.terminate() == 0
-        state = json.loads((own / "state.json").read_text())
-        assert state["counters"]["mails_sent"] == len(sent)
-        assert state["counters"]["transform_ok"] == len(sent)  # every one through the sidecar
-    finally:
-        server.ensure_stopped()
-        sidecar.terminate()
-        sidecar.wait(20)
+    with tac_sidecar(data / "work", key) as port:
+        server = ServerProcess(data, free_port(), env={
+            "BUZON_INSTANCE": "east-1", "BUZON_WORKERS": "2",
+            "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}",
+            "BUZON_TRANSFORM_KEY_FILE": str(key)})
+        try:
+            server.start()
+            sent = [_send(server.port, f"w-{i}") for i in range(6)]
+            mail = data / "mail"
+            assert wait_for(lambda: len(maildir_files(mail, "shared")) == len(sent), timeout=30)
+            for path in maildir_files(mail, "shared"):  # tac ran: the body line comes first
+                delivered = path.read_bytes()
+                after = delivered.split(b"\r\n", 2)[2]  # after Return-Path and Delivered-To
+                assert after.startswith(b"body w-"), delivered[:300]
+            own = data / "instances" / "east-1"
+            assert (own / "spool" / "queue").is_dir() and (own / "spool" / "w1").is_dir()
+            assert (own / "workers.counters").is_file() and (own / "lock").is_file()
+            assert (data / "work" / "instances" / "east-1" / "w1").is_dir()
+            assert not (data / "spool").exists() and not (data / "work" / "w0").exists()
+            assert server.terminate() == 0
+            state = json.loads((own / "state.json").read_text())
+            assert state["counters"]["mails_sent"] == len(sent)
+            assert state["counters"]["transform_ok"] == len(sent)  # every one through the sidecar
+        finally:
+            server.ensure_stopped()
 

@@ -16,7 +16,6 @@ import signal
 import smtplib
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ from helpers import (
     body_of,
     child_pids,
     free_port,
-    listening,
     maildir_files,
     server_process,
     spool_drained,
+    tac_sidecar,
     wait_for,
 )
 
@@ -199,14 +198,7 @@ def test_sidecar_transforms_find_every_workers_spool_files(tmp_path: Path) -> No
     (data / "work").mkdir(parents=True)
     key = tmp_path / "sidecar.key"
     key.write_text("ab" * 32)
-    port = free_port()
-    sidecar = subprocess.Popen(
-        [sys.executable, "-m", "buzon.transform.sidecar", "--listen", "127.0.0.1",
-         "--port", str(port), "--root", str(data / "work"), "--key-file", str(key), "--", "tac"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_for(lambda: listening(port))
+    with tac_sidecar(data / "work", key) as port:
         env = {"BUZON_WORKERS": "3", "BUZON_TRANSFORM_SIDECARS": f"127.0.0.1:{port}",
                "BUZON_TRANSFORM_KEY_FILE": str(key)}
         with server_process(data, free_port(), env=env) as server:
@@ -219,9 +211,6 @@ def test_sidecar_transforms_find_every_workers_spool_files(tmp_path: Path) -> No
             assert (data / "spool" / "w2").is_dir()  # a shard was in play
             assert (data / "work" / "w2").is_dir()  # and its own work directory
             assert server.terminate() == 0
-    finally:
-        sidecar.terminate()
-        sidecar.wait(20)
 
 
 
