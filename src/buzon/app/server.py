@@ -205,6 +205,7 @@ class Server:
         if recovered:
             log.info("recovered %d queued message(s) from a previous run", len(recovered))
         self.delivery.start(recovered)
+        await asyncio.to_thread(self.delivery.writer.links)  # the probe, off the event loop
 
         workers = 1 if role is None else role.count
         # Workers load the certificate set the supervisor made; only the owner generates.

@@ -119,17 +119,25 @@ class MaildirWriter:
         first = envelope.mailboxes[0]
         if any(mailbox != first for mailbox in envelope.mailboxes):
             return None
+        if not self.links():
+            return None
+        return maildir.trace_headers(sender=envelope.sender, recipient=envelope.recipients[0])
+
+    def links(self) -> bool:
+        """Whether queue files can be linked into the mail root; tried once, then kept.
+
+        Blocking (a probe file is made and linked): the server asks once at start-up,
+        on a thread, so that :meth:`file_head` on the event loop finds the answer.
+        """
         if self._can_link is None:
             try:
                 self.mail_root.mkdir(parents=True, exist_ok=True)
             except OSError:
-                return None  # tried again next time
+                return False  # tried again next time
             self._can_link = can_link(self.spool.queue, self.mail_root)
             log.info("large messages to one mailbox are %s", "linked from the queue into it"
                      if self._can_link else "copied (the queue cannot link into the mail root)")
-        if not self._can_link:
-            return None
-        return maildir.trace_headers(sender=envelope.sender, recipient=envelope.recipients[0])
+        return self._can_link
 
     def _on_root_fs(self, file: maildir.Pending) -> bool:
         """Whether ``file`` is on the mail root's file system (covered by its syncfs)."""
